@@ -1,0 +1,36 @@
+/* matmul.h - CPU matrix products over weights in their stored format.
+ *
+ * Activations are float32; weights are F32, F16, BF16 or FP8-E4M3 with 128x128
+ * (or any block_rows x block_cols) `weight_scale_inv` blocks (see core/weight.h).
+ * Each product picks an instruction-set path at run time (AVX-512, AVX2+FMA+F16C,
+ * portable C) and splits the work over OpenMP threads. All paths accumulate in
+ * float32 and agree with the scalar definition to rounding. */
+#ifndef FR_CPU_MATMUL_H
+#define FR_CPU_MATMUL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../../core/weight.h"
+
+typedef enum { FR_ISA_PORTABLE = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 } fr_isa;
+
+/* Best path this CPU supports (cpuid), lowered by fr_isa_set_limit(). */
+fr_isa fr_isa_active(void);
+/* Cap the path used (tests run every path; FR_ISA env var "portable"/"avx2"/"avx512" too). */
+void fr_isa_set_limit(fr_isa limit);
+const char *fr_isa_name(fr_isa isa);
+
+/* y[t, r] = sum_c x[t, c] * W[r, c]     x: [n, w->cols], y: [n, w->rows] (overwritten). */
+void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w);
+
+/* y[t, c] = sum_r x[t, r] * W[r, c]     x: [n, w->rows], y: [n, w->cols] (overwritten).
+ * The transposed product, used to absorb kv_b_proj's key half into the query. */
+void fr_cpu_matmul_t(float *y, const float *x, int64_t n, const fr_weight *w);
+
+/* Measured streaming-read bandwidth of this machine in bytes/second: the best of a
+ * few passes summing a buffer of `bytes` (much larger than the caches) with
+ * `threads` OpenMP threads. The ceiling that `frontier bench` reports against. */
+double fr_cpu_read_bandwidth(size_t bytes, int threads);
+
+#endif

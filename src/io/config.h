@@ -1,0 +1,90 @@
+/* config.h - config.json (+ generation_config.json) -> the model configuration.
+ *
+ * Accepts DeepseekV3ForCausalLM (model_type deepseek_v3 or kimi_k2) and
+ * KimiK25ForConditionalGeneration (text model in "text_config", weights under the
+ * "language_model." prefix). Unknown architectures and missing required fields are
+ * errors, never guesses; optional fields take the defaults of shared/docs/ARCH.md. */
+#ifndef FR_CONFIG_H
+#define FR_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+
+#define FR_MAX_EOS 8
+#define FR_MAX_LAYERS 1024
+#define FR_MAX_EXPERTS 4096
+
+typedef struct {
+    char architecture[64];  /* "DeepseekV3ForCausalLM", ... */
+    char model_type[32];    /* of the text model: "deepseek_v3", "kimi_k2" */
+    char weight_prefix[32]; /* "" or "language_model." (K2.5) */
+
+    int64_t vocab_size;
+    int64_t hidden_size;          /* D */
+    int64_t intermediate_size;    /* dense MLP width */
+    int64_t moe_intermediate_size;/* one expert's width */
+    int n_layers;                 /* num_hidden_layers (MTP layers come after) */
+    int n_heads;                  /* H */
+
+    /* MLA */
+    int q_lora_rank;              /* 0 when null: q_proj is applied directly */
+    int kv_lora_rank;
+    int qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+
+    /* MoE */
+    int n_routed_experts;         /* 0: every layer is dense */
+    int n_shared_experts;
+    int n_experts_per_tok;
+    int n_group, topk_group;
+    int first_k_dense_replace, moe_layer_freq;
+    bool norm_topk_prob;
+    float routed_scaling_factor;
+
+    float rms_norm_eps;
+    double rope_theta;
+    struct {
+        bool yarn;                /* rope_scaling / rope_parameters of type yarn */
+        double factor;
+        double original_max_position_embeddings;
+        double beta_fast, beta_slow, mscale, mscale_all_dim;
+    } rope_scaling;
+    int64_t max_position_embeddings;
+    bool tie_word_embeddings;
+    int num_nextn_predict_layers;
+
+    struct {
+        bool fp8;                 /* quant_method fp8, fmt e4m3 */
+        int block_rows, block_cols; /* weight_block_size */
+        bool ue8m0;               /* scale_fmt ue8m0 (power-of-two scales) */
+    } quant;
+
+    int32_t bos_token_id;         /* -1 when absent */
+    int n_eos;
+    int32_t eos_token_ids[FR_MAX_EOS]; /* from generation_config.json, else config.json */
+} fr_config;
+
+/* Parse dir/config.json and, when present, dir/generation_config.json. */
+fr_status fr_config_load(const char *dir, fr_config *cfg, fr_error *err);
+
+/* Parse config JSON text (name is used in messages). generation_config may be NULL. */
+fr_status fr_config_parse(const char *json, const char *generation_json, const char *name,
+                          fr_config *cfg, fr_error *err);
+
+/* Is layer l a MoE layer? (layer >= first_k_dense_replace and l % moe_layer_freq == 0) */
+bool fr_config_layer_is_moe(const fr_config *cfg, int l);
+
+/* q/k head width (qk_nope + qk_rope). */
+static inline int fr_config_qk_head_dim(const fr_config *c) {
+    return c->qk_nope_head_dim + c->qk_rope_head_dim;
+}
+
+/* Attention softmax scale: 1/sqrt(qk_head_dim), times mscale^2 under YaRN (ARCH 4.7). */
+double fr_config_softmax_scale(const fr_config *cfg);
+
+/* Rotary inverse frequencies for the d = qk_rope_head_dim rope dims, with YaRN
+ * correction (ARCH 4.8): out[i] for i in [0, d/2). */
+void fr_config_rope_freqs(const fr_config *cfg, double *out);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int fr_placeholder_src_model_model_c;

@@ -1,0 +1,2 @@
+/* placeholder: being written */
+typedef int fr_placeholder_tools_cmd_run_c;
