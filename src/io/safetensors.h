@@ -83,4 +83,10 @@ fr_status fr_st_write(const char *path, const fr_st_spec *specs, size_t n, fr_st
 fr_status fr_st_write_index(const char *dir, const char *const *names, const char *const *files,
                             size_t n, uint64_t total_size, fr_error *err);
 
+/* Build a set in anonymous memory (no file): one allocation holding specs[0..n)
+ * back to back (each tensor 64-byte aligned), filled by fill(). Used by
+ * `--load-format dummy` to get real shapes without files. Same lookup rules. */
+fr_status fr_st_open_memory(const fr_st_spec *specs, size_t n, fr_st_fill_fn fill, void *ctx,
+                            fr_st_set **out, fr_error *err);
+
 #endif
