@@ -1,2 +1,84 @@
-/* placeholder: being written */
-typedef int fr_placeholder_tools_args_c;
+/* args.c - strict parsing of numbers and id lists from the command line. */
+#include "args.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+fr_status fr_arg_i64(const char *what, const char *s, int64_t lo, int64_t hi, int64_t *out, fr_error *err) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end || errno)
+        return fr_fail(err, FR_ERR_INVALID, "%s: \"%s\" is not an integer", what, s);
+    if (v < lo || v > hi)
+        return fr_fail(err, FR_ERR_INVALID, "%s: %lld is outside [%lld, %lld]", what, v, (long long)lo, (long long)hi);
+    *out = v;
+    return FR_OK;
+}
+
+fr_status fr_arg_u64(const char *what, const char *s, uint64_t *out, fr_error *err) {
+    char *end;
+    errno = 0;
+    if (!*s || *s == '-') return fr_fail(err, FR_ERR_INVALID, "%s: \"%s\" is not a non-negative integer", what, s);
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || errno) return fr_fail(err, FR_ERR_INVALID, "%s: \"%s\" is not a non-negative integer", what, s);
+    *out = v;
+    return FR_OK;
+}
+
+fr_status fr_arg_f32(const char *what, const char *s, float lo, float hi, float *out, fr_error *err) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v))
+        return fr_fail(err, FR_ERR_INVALID, "%s: \"%s\" is not a number", what, s);
+    if (v < lo || v > hi) return fr_fail(err, FR_ERR_INVALID, "%s: %g is outside [%g, %g]", what, v, lo, hi);
+    *out = (float)v;
+    return FR_OK;
+}
+
+fr_status fr_arg_ids(const char *s, int32_t **ids, int64_t *n, fr_error *err) {
+    *ids = NULL;
+    *n = 0;
+    int64_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    if (cap > FR_MAX_PROMPT_IDS) return fr_fail(err, FR_ERR_INVALID, "--ids: more than %d ids", FR_MAX_PROMPT_IDS);
+    int32_t *v = malloc((size_t)cap * sizeof *v);
+    if (!v) return fr_fail(err, FR_ERR_NOMEM, "--ids: out of memory");
+    const char *p = s;
+    int64_t k = 0;
+    for (;;) {
+        char *end;
+        errno = 0;
+        if (*p < '0' || *p > '9') goto bad;
+        long long x = strtoll(p, &end, 10);
+        if (errno || x > INT32_MAX) goto bad;
+        v[k++] = (int32_t)x;
+        if (*end == 0) break;
+        if (*end != ',') goto bad;
+        p = end + 1;
+    }
+    *ids = v;
+    *n = k;
+    return FR_OK;
+bad:
+    free(v);
+    return fr_fail(err, FR_ERR_INVALID, "--ids: expected comma-separated token ids like 1,2,3 (bad item %lld)",
+                   (long long)k + 1);
+}
+
+const char *fr_arg_value(int argc, char **argv, int *i, fr_error *err) {
+    if (*i + 1 >= argc) {
+        fr_fail(err, FR_ERR_INVALID, "option %s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int fr_cli_error(const char *cmd, const fr_error *err) {
+    fprintf(stderr, "frontier %s: %s\n", cmd, err->msg);
+    return 1;
+}

@@ -1,2 +1,60 @@
-/* placeholder: being written */
-typedef int fr_placeholder_tools_cmd_info_c;
+/* cmd_info.c - `frontier info DIR`: what a checkpoint is and what it costs. */
+#include <stdio.h>
+#include <string.h>
+
+#include "args.h"
+#include "model/model.h"
+
+static void human(char *buf, size_t n, double v, const char *unit) {
+    const char *p[] = {"", "K", "M", "G", "T"};
+    int i = 0;
+    while (v >= 1000.0 && i < 4) v /= 1000.0, i++;
+    snprintf(buf, n, "%.2f %s%s", v, p[i], unit);
+}
+
+int fr_cmd_info(int argc, char **argv) {
+    if (argc != 2 || argv[1][0] == '-') {
+        fprintf(stderr, "usage: frontier info DIR\n");
+        return 2;
+    }
+    fr_error err = {0};
+    fr_model *m = NULL;
+    if (fr_model_load(argv[1], &m, &err)) return fr_cli_error("info", &err);
+    const fr_config *c = &m->cfg;
+    fr_model_stats s;
+    fr_model_stats_compute(m, &s);
+    char a[32], b[32], d[32];
+    printf("architecture     %s (model_type %s%s%s)\n", c->architecture, c->model_type,
+           c->weight_prefix[0] ? ", weights under " : "", c->weight_prefix);
+    printf("layers           %d (%d dense first, MoE every %d after), %d MTP\n", c->n_layers,
+           c->n_routed_experts ? c->first_k_dense_replace : c->n_layers, c->moe_layer_freq, c->num_nextn_predict_layers);
+    printf("hidden           %lld, vocab %lld, heads %d\n", (long long)c->hidden_size, (long long)c->vocab_size, c->n_heads);
+    printf("MLA              q_lora %d, kv_lora %d, qk nope/rope %d/%d, v %d, softmax scale %.6f%s\n", c->q_lora_rank,
+           c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim, c->v_head_dim, m->softmax_scale,
+           c->rope_scaling.yarn ? " (YaRN)" : "");
+    if (c->n_routed_experts)
+        printf("MoE              %d routed (top %d, %d groups keep %d), %d shared, width %lld, scale %.3f\n",
+               c->n_routed_experts, c->n_experts_per_tok, c->n_group, c->topk_group, c->n_shared_experts,
+               (long long)c->moe_intermediate_size, c->routed_scaling_factor);
+    if (c->quant.fp8)
+        printf("quantization     fp8 e4m3, %dx%d blocks%s\n", c->quant.block_rows, c->quant.block_cols,
+               c->quant.ue8m0 ? ", ue8m0 scales" : "");
+    human(a, sizeof a, (double)s.params_total, "");
+    human(b, sizeof b, (double)s.params_active, "");
+    human(d, sizeof d, (double)s.params_mtp, "");
+    printf("parameters       %s total, %s active per token (%lld / %lld), MTP %s\n", a, b, (long long)s.params_total,
+           (long long)s.params_active, d);
+    printf("bytes by dtype  ");
+    for (int t = 0; t < FR_DTYPE_COUNT; t++) {
+        if (!s.bytes_by_dtype[t]) continue;
+        human(a, sizeof a, (double)s.bytes_by_dtype[t], "B");
+        printf(" %s %s;", fr_dtype_name((fr_dtype)t), a);
+    }
+    printf("\nKV cache         %lld bytes/token in BF16 (%lld in this build's float32 CPU cache)\n",
+           (long long)s.kv_bytes_per_token_bf16, (long long)s.kv_bytes_per_token);
+    printf("stop ids        ");
+    for (int i = 0; i < c->n_eos; i++) printf(" %d", c->eos_token_ids[i]);
+    printf("\n");
+    fr_model_free(m);
+    return 0;
+}

@@ -1,1 +1,40 @@
-int main(void){return 0;}
+/* frontier.c - the `frontier` command: dispatch to a subcommand.
+ * Each subcommand parses its own options and returns the process exit status:
+ * 0 success, 1 a runtime error (one line on stderr), 2 a usage error. */
+#include <stdio.h>
+#include <string.h>
+
+int fr_cmd_run(int argc, char **argv);
+int fr_cmd_logits(int argc, char **argv);
+int fr_cmd_info(int argc, char **argv);
+int fr_cmd_synth(int argc, char **argv);
+int fr_cmd_bench(int argc, char **argv);
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"run", fr_cmd_run, "generate tokens from a prompt of ids"},
+    {"logits", fr_cmd_logits, "write float32 logits of every position (conformance interface)"},
+    {"info", fr_cmd_info, "describe a checkpoint: architecture, parameters, bytes, KV cost"},
+    {"synth", fr_cmd_synth, "write a random-weight checkpoint in the released layout"},
+    {"bench", fr_cmd_bench, "measure prefill and decode speed against memory bandwidth"},
+};
+
+static int usage(FILE *f) {
+    fprintf(f, "usage: frontier COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nRun `frontier COMMAND` without arguments for its options.\n");
+    return f == stdout ? 0 : 2;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return usage(stderr);
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return usage(stdout);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "frontier: unknown command \"%s\"\n", argv[1]);
+    return usage(stderr);
+}

@@ -23,7 +23,13 @@ fr_status fr_error_prefix(fr_error *err, const char *fmt, ...) {
     vsnprintf(head, sizeof head, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", head, old);
+    size_t h = strlen(head), o = strnlen(old, sizeof old - 1), cap = sizeof err->msg - 1;
+    if (h > cap - 2) h = cap - 2;
+    memcpy(err->msg, head, h);
+    memcpy(err->msg + h, ": ", 2);
+    if (o > cap - h - 2) o = cap - h - 2;
+    memcpy(err->msg + h + 2, old, o);
+    err->msg[h + 2 + o] = 0;
     return err->code;
 }
 

@@ -1,2 +1,310 @@
-/* placeholder: being written */
-typedef int fr_placeholder_src_backend_cpu_cpu_backend_c;
+/* cpu_backend.c - the CPU implementation of the backend op table.
+ *
+ * The reference backend and a fast fallback: float32 activations, weights read
+ * in their stored format through the matmul kernels (matmul.c), OpenMP threads.
+ * Attention runs per (token, head) in parallel; MoE groups the tokens routed to
+ * each expert so every expert's weights are read once per call. Scratch memory
+ * is malloc'd per call: these buffers are small next to the weights each op
+ * streams, and the allocator keeps them hot. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend.h"
+#include "matmul.h"
+
+
+static void *cpu_alloc(fr_backend *be, size_t bytes) {
+    (void)be;
+    return calloc(1, bytes ? bytes : 1);
+}
+
+static void cpu_free(fr_backend *be, void *p) {
+    (void)be;
+    free(p);
+}
+
+static void cpu_destroy(fr_backend *be) { free(be); }
+
+/* Row r of w as float32 into out[w->cols]. */
+static void row_to_f32(const fr_weight *w, int64_t r, float *out) {
+    const size_t off = (size_t)r * (size_t)w->cols;
+    switch (w->dtype) {
+    case FR_DTYPE_F32: memcpy(out, (const float *)w->data + off, (size_t)w->cols * 4); break;
+    case FR_DTYPE_BF16: {
+        const uint16_t *p = (const uint16_t *)w->data + off;
+        for (int64_t c = 0; c < w->cols; c++) out[c] = fr_bf16_to_f32(p[c]);
+        break;
+    }
+    default:
+        for (int64_t c = 0; c < w->cols; c++) out[c] = fr_weight_get(w, r, c);
+    }
+}
+
+static fr_status cpu_embed(fr_backend *be, float *out, const int32_t *ids, int64_t n, const fr_weight *table) {
+    be->weight_bytes_read += (uint64_t)(n * table->cols * (int64_t)fr_dtype_size(table->dtype));
+    for (int64_t t = 0; t < n; t++) row_to_f32(table, ids[t], out + t * table->cols);
+    return FR_OK;
+}
+
+static fr_status cpu_matmul(fr_backend *be, float *y, const float *x, int64_t n, const fr_weight *w) {
+    be->weight_bytes_read += (uint64_t)fr_weight_bytes(w);
+    fr_cpu_matmul(y, x, n, w);
+    return FR_OK;
+}
+
+static fr_status cpu_rmsnorm(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, int64_t stride,
+                             const fr_weight *w, float eps) {
+    (void)be;
+    float *wf = malloc((size_t)dim * sizeof *wf);
+    if (!wf) return FR_ERR_NOMEM;
+    row_to_f32(w, 0, wf);
+    for (int64_t t = 0; t < n; t++) {
+        const float *xr = x + t * stride;
+        float *o = out + t * stride;
+        double ss = 0.0;
+        for (int64_t i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
+        for (int64_t i = 0; i < dim; i++) o[i] = wf[i] * (xr[i] * inv);
+    }
+    free(wf);
+    return FR_OK;
+}
+
+static fr_status cpu_add_rmsnorm(fr_backend *be, float *out, float *resid, const float *delta, int64_t n,
+                                 int64_t dim, const fr_weight *w, float eps) {
+    if (delta)
+        for (int64_t i = 0; i < n * dim; i++) resid[i] += delta[i];
+    return cpu_rmsnorm(be, out, resid, n, dim, dim, w, eps);
+}
+
+static fr_status cpu_rope(fr_backend *be, float *x, int64_t n, int heads, int64_t stride, int64_t head_stride,
+                          int rope, const int32_t *pos, const double *freqs) {
+    (void)be;
+    for (int64_t t = 0; t < n; t++) {
+        for (int i = 0; i < rope / 2; i++) {
+            double a = (double)pos[t] * freqs[i];
+            float c = (float)cos(a), s = (float)sin(a);
+            for (int h = 0; h < heads; h++) {
+                float *v = x + t * stride + h * head_stride + 2 * i;
+                float x0 = v[0], x1 = v[1];
+                v[0] = x0 * c - x1 * s;
+                v[1] = x0 * s + x1 * c;
+            }
+        }
+    }
+    return FR_OK;
+}
+
+/* In-place softmax of p[0..m), returning nothing; m >= 1. */
+static void softmax(float *p, int64_t m) {
+    float mx = p[0];
+    for (int64_t i = 1; i < m; i++) mx = p[i] > mx ? p[i] : mx;
+    double sum = 0.0;
+    for (int64_t i = 0; i < m; i++) {
+        p[i] = expf(p[i] - mx);
+        sum += p[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < m; i++) p[i] *= inv;
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Prefill form: up-project every cached latent to per-head keys and values. */
+static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
+                           const fr_mla_layer *L) {
+    const int H = L->n_heads, dn = L->nope, dr = L->rope, dv = L->v, r = L->kv_lora;
+    const int64_t T = pos0 + n, row = r + dr, kvw = (int64_t)H * (dn + dv), qw = dn + dr;
+    float *lat = malloc((size_t)T * r * sizeof *lat);
+    float *kv = malloc((size_t)T * kvw * sizeof *kv);
+    float *p = malloc((size_t)omp_get_max_threads() * T * sizeof *p);
+    if (!lat || !kv || !p) {
+        free(lat), free(kv), free(p);
+        return FR_ERR_NOMEM;
+    }
+    for (int64_t s = 0; s < T; s++) memcpy(lat + s * r, L->cache + s * row, (size_t)r * sizeof *lat);
+    cpu_matmul(be, kv, lat, T, L->kv_b); /* [T, H * (dn + dv)]: per head k_nope then v */
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        for (int h = 0; h < H; h++) {
+            float *pt = p + (int64_t)omp_get_thread_num() * T;
+            const float *qh = q + (t * H + h) * qw;
+            const int64_t m = pos0 + t + 1; /* causal: keys 0..pos0+t */
+            for (int64_t s = 0; s < m; s++) {
+                const float *k = kv + s * kvw + (int64_t)h * (dn + dv);
+                const float *kpe = L->cache + s * row + r;
+                pt[s] = L->scale * (dot(qh, k, dn) + dot(qh + dn, kpe, dr));
+            }
+            softmax(pt, m);
+            float *o = out + t * (int64_t)H * dv + (int64_t)h * dv;
+            for (int j = 0; j < dv; j++) o[j] = 0.0f;
+            for (int64_t s = 0; s < m; s++) {
+                const float *vv = kv + s * kvw + (int64_t)h * (dn + dv) + dn;
+                for (int j = 0; j < dv; j++) o[j] += pt[s] * vv[j];
+            }
+        }
+    }
+    free(lat), free(kv), free(p);
+    return FR_OK;
+}
+
+/* Decode form: absorb W_UK into the query and W_UV into the output; attend over the
+ * latent directly (an MQA with one shared (r + dr)-wide key and r-wide value). */
+static fr_status mla_absorbed(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
+                              const fr_mla_layer *L) {
+    const int H = L->n_heads, dn = L->nope, dr = L->rope, dv = L->v, r = L->kv_lora;
+    const int64_t T = pos0 + n, row = r + dr, qw = dn + dr;
+    const int nt = omp_get_max_threads();
+    float *scratch = malloc((size_t)nt * (T + 2 * (size_t)r) * sizeof *scratch);
+    if (!scratch) return FR_ERR_NOMEM;
+    be->weight_bytes_read += (uint64_t)fr_weight_bytes(L->kv_b);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        for (int h = 0; h < H; h++) {
+            float *pt = scratch + (int64_t)omp_get_thread_num() * (T + 2 * r);
+            float *qlat = pt + T, *olat = qlat + r;
+            const float *qh = q + (t * H + h) * qw;
+            fr_weight uk = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv), dn);
+            fr_weight uv = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
+            fr_cpu_matmul_t(qlat, qh, 1, &uk); /* q_lat = W_UK[h]ᵀ q_nope */
+            const int64_t m = pos0 + t + 1;
+            for (int64_t s = 0; s < m; s++) {
+                const float *c = L->cache + s * row;
+                pt[s] = L->scale * (dot(qlat, c, r) + dot(qh + dn, c + r, dr));
+            }
+            softmax(pt, m);
+            for (int j = 0; j < r; j++) olat[j] = 0.0f;
+            for (int64_t s = 0; s < m; s++) {
+                const float *c = L->cache + s * row;
+                const float ps = pt[s];
+                for (int j = 0; j < r; j++) olat[j] += ps * c[j];
+            }
+            fr_cpu_matmul(out + t * (int64_t)H * dv + (int64_t)h * dv, olat, 1, &uv); /* o = W_UV[h] o_lat */
+        }
+    }
+    free(scratch);
+    return FR_OK;
+}
+
+static fr_status cpu_mla_attention(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
+                                   const fr_mla_layer *L, bool absorbed) {
+    return absorbed ? mla_absorbed(be, out, q, n, pos0, L) : mla_naive(be, out, q, n, pos0, L);
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+static fr_status cpu_mlp(fr_backend *be, float *out, const float *x, int64_t n, const fr_mlp *m) {
+    const int64_t I = m->gate->rows;
+    float *g = malloc((size_t)n * I * sizeof *g), *u = malloc((size_t)n * I * sizeof *u);
+    if (!g || !u) {
+        free(g), free(u);
+        return FR_ERR_NOMEM;
+    }
+    cpu_matmul(be, g, x, n, m->gate);
+    cpu_matmul(be, u, x, n, m->up);
+    for (int64_t i = 0; i < n * I; i++) g[i] = silu(g[i]) * u[i];
+    cpu_matmul(be, out, g, n, m->down);
+    free(g), free(u);
+    return FR_OK;
+}
+
+static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, const fr_router *r,
+                         const fr_mlp *experts, const fr_mlp *shared) {
+    const int E = r->n_experts, K = r->top_k;
+    fr_status rc = FR_ERR_NOMEM;
+    float *scores = malloc((size_t)n * E * sizeof *scores);
+    float *bias = malloc((size_t)E * sizeof *bias);
+    int32_t *idx = malloc((size_t)n * K * sizeof *idx);
+    float *wts = malloc((size_t)n * K * sizeof *wts);
+    int64_t *count = calloc((size_t)E + 1, sizeof *count);
+    int64_t *slot_tok = malloc((size_t)n * K * sizeof *slot_tok);
+    float *slot_w = malloc((size_t)n * K * sizeof *slot_w);
+    float *xs = malloc((size_t)n * dim * sizeof *xs), *ys = malloc((size_t)n * dim * sizeof *ys);
+    if (!scores || !bias || !idx || !wts || !count || !slot_tok || !slot_w || !xs || !ys) goto out;
+
+    /* Router in float32: sigmoid scores; the correction bias only steers selection. */
+    cpu_matmul(be, scores, x, n, r->gate);
+    for (int64_t i = 0; i < n * E; i++) scores[i] = 1.0f / (1.0f + expf(-scores[i]));
+    for (int e = 0; e < E; e++) bias[e] = r->bias ? fr_weight_get(r->bias, 0, e) : 0.0f;
+    for (int64_t t = 0; t < n; t++) fr_route_select(r, scores + t * E, bias, idx + t * K, wts + t * K);
+
+    /* Bucket (token, weight) pairs by expert: counting sort, then each chosen expert runs
+     * once over all of its tokens. */
+    for (int64_t i = 0; i < n * K; i++) count[idx[i] + 1]++;
+    for (int e = 0; e < E; e++) count[e + 1] += count[e];
+    {
+        int64_t *fill = calloc((size_t)E, sizeof *fill);
+        if (!fill) goto out;
+        for (int64_t i = 0; i < n * K; i++) {
+            int e = idx[i];
+            int64_t s = count[e] + fill[e]++;
+            slot_tok[s] = i / K;
+            slot_w[s] = wts[i];
+        }
+        free(fill);
+    }
+    if (shared && shared->gate) {
+        rc = cpu_mlp(be, out, x, n, shared);
+        if (rc) goto out;
+    } else {
+        memset(out, 0, (size_t)n * dim * sizeof *out);
+    }
+    for (int e = 0; e < E; e++) {
+        int64_t c = count[e + 1] - count[e];
+        if (!c) continue;
+        for (int64_t j = 0; j < c; j++)
+            memcpy(xs + j * dim, x + slot_tok[count[e] + j] * dim, (size_t)dim * sizeof *xs);
+        rc = cpu_mlp(be, ys, xs, c, &experts[e]);
+        if (rc) goto out;
+        for (int64_t j = 0; j < c; j++) {
+            float *o = out + slot_tok[count[e] + j] * dim;
+            const float wj = slot_w[count[e] + j];
+            for (int64_t i = 0; i < dim; i++) o[i] += wj * ys[j * dim + i];
+        }
+    }
+    rc = FR_OK;
+out:
+    free(scores), free(bias), free(idx), free(wts), free(count), free(slot_tok), free(slot_w), free(xs), free(ys);
+    return rc;
+}
+
+static fr_status cpu_to_host(fr_backend *be, float *host, const float *src, size_t n) {
+    (void)be;
+    if (host != src) memcpy(host, src, n * sizeof *host);
+    return FR_OK;
+}
+
+static const fr_backend_ops cpu_ops = {
+    .api_version = FR_BACKEND_API_VERSION,
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .synchronize = NULL,
+    .embed = cpu_embed,
+    .matmul = cpu_matmul,
+    .rmsnorm = cpu_rmsnorm,
+    .add_rmsnorm = cpu_add_rmsnorm,
+    .rope = cpu_rope,
+    .mla_attention = cpu_mla_attention,
+    .moe = cpu_moe,
+    .mlp = cpu_mlp,
+    .to_host = cpu_to_host,
+    .all_reduce = NULL,
+};
+
+fr_status fr_cpu_backend_create(int n_threads, fr_backend **out, fr_error *err) {
+    fr_backend *be = calloc(1, sizeof *be);
+    if (!be) return fr_fail(err, FR_ERR_NOMEM, "cpu backend: out of memory");
+    if (n_threads > 0) omp_set_num_threads(n_threads);
+    be->ops = &cpu_ops;
+    be->n_threads = omp_get_max_threads();
+    *out = be;
+    return FR_OK;
+}

@@ -1,0 +1,110 @@
+/* backend.h - the operation table the forward pass is written against.
+ *
+ * The model's forward pass (src/model/forward.c) is written once as calls on
+ * this table of coarse, fusable operations; each backend (cpu/ now, cuda/ next)
+ * fills a static fr_backend_ops. Activation buffers come from the backend's own
+ * allocator, so on a GPU they are device pointers: the forward pass never
+ * dereferences them. Weights are fr_weight views in their stored format.
+ *
+ * Shapes are given as [rows, cols] in float32 elements, row-major, unless an op
+ * says otherwise. An op may alias `out` with an input only where it says so.
+ * Ops marked "(optional)" may be NULL; the fr_be_* wrappers then report
+ * FR_ERR_UNSUPPORTED naming the op. Keep the table able to carry communication
+ * ops (all-reduce fused with add+RMSNorm for tensor parallelism). */
+#ifndef FR_BACKEND_H
+#define FR_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/status.h"
+#include "../core/weight.h"
+
+#define FR_BACKEND_API_VERSION 1
+
+typedef struct fr_backend fr_backend;
+
+/* Everything attention needs to know about one layer's MLA weights and cache. */
+typedef struct {
+    int n_heads, nope, rope, v, kv_lora; /* H, d_n, d_r, d_v, r_kv */
+    float scale;                         /* softmax scale incl. YaRN mscale^2 */
+    const fr_weight *kv_b;               /* [H * (nope + v), kv_lora]: per head W_UK rows then W_UV rows */
+    float *cache;                        /* [max_ctx, kv_lora + rope]: normed c_kv then roped k_pe */
+} fr_mla_layer;
+
+/* MoE routing parameters (noaux_tc: sigmoid scores, bias for selection only). */
+typedef struct {
+    int n_experts, top_k, n_group, topk_group;
+    bool norm_topk_prob;
+    float routed_scaling_factor;
+    const fr_weight *gate;     /* router [E, D] */
+    const fr_weight *bias;     /* e_score_correction_bias [E] (F32), may be NULL */
+} fr_router;
+
+/* One SwiGLU MLP: down(silu(gate x) * up x). */
+typedef struct {
+    const fr_weight *gate, *up, *down; /* [I, D], [I, D], [D, I] */
+} fr_mlp;
+
+typedef struct {
+    int api_version;
+    const char *name;
+
+    /* Release the backend and everything it owns (be itself included). */
+    void (*destroy)(fr_backend *be);
+    /* Allocate / free an activation buffer of `bytes` bytes (zeroed). */
+    void *(*alloc)(fr_backend *be, size_t bytes);
+    void (*free)(fr_backend *be, void *p);
+    /* Wait for queued work (optional: synchronous backends leave it NULL). */
+    fr_status (*synchronize)(fr_backend *be);
+
+    /* out[t] = table row ids[t]; out [n, table->cols]. ids were range-checked by the caller. */
+    fr_status (*embed)(fr_backend *be, float *out, const int32_t *ids, int64_t n, const fr_weight *table);
+    /* y[n, w->rows] = x[n, w->cols] · Wᵀ. */
+    fr_status (*matmul)(fr_backend *be, float *y, const float *x, int64_t n, const fr_weight *w);
+    /* out[t] = w ⊙ x[t] / sqrt(mean(x[t]²) + eps), rows of length dim with stride `stride`
+     * in both x and out (out may alias x). */
+    fr_status (*rmsnorm)(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, int64_t stride,
+                         const fr_weight *w, float eps);
+    /* Fused residual add + RMSNorm: resid += delta; out = rmsnorm(resid). delta may be NULL. */
+    fr_status (*add_rmsnorm)(fr_backend *be, float *out, float *resid, const float *delta, int64_t n,
+                             int64_t dim, const fr_weight *w, float eps);
+    /* Rotate interleaved pairs (x[2i], x[2i+1]) of `heads` vectors of `rope` dims, the first at
+     * x + t*stride, the next heads each head_stride further, by angle pos[t] * freqs[i]. */
+    fr_status (*rope)(fr_backend *be, float *x, int64_t n, int heads, int64_t stride, int64_t head_stride,
+                      int rope, const int32_t *pos, const double *freqs);
+    /* MLA over the latent cache for n query tokens at positions pos0 .. pos0+n-1 whose cache rows
+     * are already written. q: [n, H, nope + rope] (rope part already rotated); out: [n, H * v].
+     * absorbed=false: the prefill ("naive") form that up-projects keys and values from the
+     * latent; absorbed=true: the decode form that absorbs W_UK into q and W_UV into the output. */
+    fr_status (*mla_attention)(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
+                               const fr_mla_layer *L, bool absorbed);
+    /* Routed experts + shared MLP: out[n, D] = Σ_j w_j Expert_{idx_j}(x) + shared(x). */
+    fr_status (*moe)(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, const fr_router *r,
+                     const fr_mlp *experts, const fr_mlp *shared);
+    /* Dense SwiGLU MLP: out[n, D] = down(silu(gate x) ⊙ up x). */
+    fr_status (*mlp)(fr_backend *be, float *out, const float *x, int64_t n, const fr_mlp *m);
+    /* Copy n floats device->host (host backends: memcpy). */
+    fr_status (*to_host)(fr_backend *be, float *host, const float *src, size_t n);
+    /* Sum `buf` over all ranks of a tensor-parallel group (optional; single-rank backends: NULL). */
+    fr_status (*all_reduce)(fr_backend *be, float *buf, size_t n);
+} fr_backend_ops;
+
+struct fr_backend {
+    const fr_backend_ops *ops;
+    void *ctx;          /* backend private state */
+    int n_threads;
+    /* Counters a benchmark reads: bytes of weights the matmul-type ops touched. */
+    uint64_t weight_bytes_read;
+};
+
+/* CPU backend with n_threads OpenMP threads (0: all cores). */
+fr_status fr_cpu_backend_create(int n_threads, fr_backend **out, fr_error *err);
+void fr_backend_destroy(fr_backend *be);
+
+/* Router selection on one row of scores (exposed for tests): writes top_k expert ids and
+ * weights. scores: sigmoid outputs [E]; bias may be NULL. */
+void fr_route_select(const fr_router *r, const float *scores, const float *bias, int32_t *idx, float *w);
+
+#endif

@@ -1,0 +1,66 @@
+/* model.h - a loaded DeepSeek-V3-family model: configuration plus weight views.
+ *
+ * Loading binds every tensor the forward pass needs to an fr_weight view into the
+ * safetensors mmap, checking each tensor's dtype and shape against what the
+ * config implies (a config that contradicts its tensors is an error naming the
+ * tensor, expected and found). Nothing is copied or dequantized. The model owns
+ * its safetensors set; weights live as long as the model.
+ *
+ * MTP layers (index >= num_hidden_layers) are not bound for the main model: they
+ * come with speculative decoding. */
+#ifndef FR_MODEL_H
+#define FR_MODEL_H
+
+#include <stdbool.h>
+
+#include "../backend/backend.h"
+#include "../io/config.h"
+#include "../io/safetensors.h"
+
+typedef struct {
+    fr_weight input_norm, post_norm;   /* [D] */
+    /* attention (MLA) */
+    bool has_q_lora;
+    fr_weight q_a, q_a_norm, q_b;      /* [r_q, D], [r_q], [H*(dn+dr), r_q] */
+    fr_weight q;                       /* [H*(dn+dr), D] when q_lora_rank is null */
+    fr_weight kv_a, kv_a_norm, kv_b;   /* [r_kv+dr, D], [r_kv], [H*(dn+dv), r_kv] */
+    fr_weight o;                       /* [D, H*dv] */
+    /* feed-forward: dense MLP or MoE */
+    bool is_moe;
+    fr_weight gate, up, down;          /* dense: [I, D], [I, D], [D, I]; MoE: shared experts */
+    bool has_shared;
+    fr_weight router, router_bias;     /* [E, D], [E] */
+    fr_weight *exp_gate, *exp_up, *exp_down; /* [E] each; owned array of views */
+    fr_mlp *experts;                   /* [E] views of the above, as the backend takes them */
+} fr_layer;
+
+typedef struct {
+    fr_config cfg;
+    fr_st_set *st;                     /* owned: the mapped checkpoint */
+    fr_weight embed, final_norm, lm_head; /* [V, D], [D], [V, D] */
+    fr_layer *layers;                  /* [n_layers] */
+    double *rope_freqs;                /* [qk_rope_head_dim / 2] incl. YaRN */
+    float softmax_scale;
+} fr_model;
+
+/* Load the checkpoint directory dir (config.json + safetensors). */
+fr_status fr_model_load(const char *dir, fr_model **out, fr_error *err);
+
+/* Bind a model over an already open set (takes ownership of st, even on failure). */
+fr_status fr_model_from_set(const fr_config *cfg, fr_st_set *st, fr_model **out, fr_error *err);
+
+void fr_model_free(fr_model *m);
+
+/* Parameter and byte accounting for `frontier info` and benchmarks. */
+typedef struct {
+    int64_t params_total;        /* every weight element of the main model (no scales, no MTP) */
+    int64_t params_mtp;          /* elements of MTP layers */
+    int64_t params_active;       /* per token: all but unchosen routed experts */
+    int64_t bytes_by_dtype[FR_DTYPE_COUNT]; /* stored bytes of every tensor in the checkpoint */
+    int64_t kv_bytes_per_token_bf16; /* latent cache per token, all layers, BF16 */
+    int64_t kv_bytes_per_token;      /* as this build's CPU cache holds it (float32) */
+} fr_model_stats;
+
+void fr_model_stats_compute(const fr_model *m, fr_model_stats *s);
+
+#endif

@@ -1,0 +1,25 @@
+/* args.h - strict command-line value parsing shared by the subcommands.
+ * Every parser rejects empty strings, trailing garbage and out-of-range values
+ * with a one-line message in err. */
+#ifndef FR_ARGS_H
+#define FR_ARGS_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+
+#define FR_MAX_PROMPT_IDS (1 << 20)
+
+fr_status fr_arg_i64(const char *what, const char *s, int64_t lo, int64_t hi, int64_t *out, fr_error *err);
+fr_status fr_arg_f32(const char *what, const char *s, float lo, float hi, float *out, fr_error *err);
+fr_status fr_arg_u64(const char *what, const char *s, uint64_t *out, fr_error *err);
+/* "1,2,3" -> malloc'd ids (caller frees); at most FR_MAX_PROMPT_IDS, each in [0, INT32_MAX]. */
+fr_status fr_arg_ids(const char *s, int32_t **ids, int64_t *n, fr_error *err);
+
+/* argv[*i] is an option that takes a value: return it and advance *i, or NULL (err set). */
+const char *fr_arg_value(int argc, char **argv, int *i, fr_error *err);
+
+/* Print "frontier CMD: message" to stderr (one line) and return 1 (exit status). */
+int fr_cli_error(const char *cmd, const fr_error *err);
+
+#endif
