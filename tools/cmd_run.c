@@ -88,8 +88,8 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
 int fr_cmd_logits(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
-    if (parse(argc, argv, true, &o, &err))
-        return fprintf(stderr, "frontier logits: %s\nusage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS]\n", err.msg), 2;
+    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS]\n"), 2;
+    if (parse(argc, argv, true, &o, &err)) return fr_cli_error("logits", &err), 2;
     run_ctx c;
     fr_status rc = setup(&o, 0, &c, &err);
     FILE *f = NULL;
@@ -135,8 +135,9 @@ static bool is_eos(const fr_config *cfg, int32_t id) {
 int fr_cmd_run(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
-    if (parse(argc, argv, false, &o, &err))
-        return fprintf(stderr, "frontier run: %s\nusage: frontier run DIR --ids 1,2,3 [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS]\n", err.msg), 2;
+    if (argc < 2)
+        return fprintf(stderr, "usage: frontier run DIR --ids 1,2,3 [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS]\n"), 2;
+    if (parse(argc, argv, false, &o, &err)) return fr_cli_error("run", &err), 2;
     run_ctx c;
     fr_sampler smp = {0};
     float *logits = NULL;

@@ -35,6 +35,6 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return usage(stdout);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "frontier: unknown command \"%s\"\n", argv[1]);
-    return usage(stderr);
+    fprintf(stderr, "frontier: unknown command \"%s\" (run `frontier help` for the list)\n", argv[1]);
+    return 2;
 }
