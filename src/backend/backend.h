@@ -71,9 +71,10 @@ typedef struct {
     fr_status (*add_rmsnorm)(fr_backend *be, float *out, float *resid, const float *delta, int64_t n,
                              int64_t dim, const fr_weight *w, float eps);
     /* Rotate interleaved pairs (x[2i], x[2i+1]) of `heads` vectors of `rope` dims, the first at
-     * x + t*stride, the next heads each head_stride further, by angle pos[t] * freqs[i]. */
+     * x + t*stride, the next heads each head_stride further, by angle pos[t] * freqs[i], with
+     * cos and sin scaled by mscale (YaRN's attention factor; 1 for released configs). */
     fr_status (*rope)(fr_backend *be, float *x, int64_t n, int heads, int64_t stride, int64_t head_stride,
-                      int rope, const int32_t *pos, const double *freqs);
+                      int rope, const int32_t *pos, const double *freqs, float mscale);
     /* MLA over the latent cache for n query tokens at positions pos0 .. pos0+n-1 whose cache rows
      * are already written. q: [n, H, nope + rope] (rope part already rotated); out: [n, H * v].
      * absorbed=false: the prefill ("naive") form that up-projects keys and values from the

@@ -138,6 +138,8 @@ static fr_status parse_rope(ctx_t *c, const cJSON *text, fr_config *cfg) {
     TRY(get_num(c, r, "beta_slow", false, 1.0, 1e-6, 1e6, &cfg->rope_scaling.beta_slow));
     TRY(get_num(c, r, "mscale", false, 1.0, 0.0, 1e3, &cfg->rope_scaling.mscale));
     TRY(get_num(c, r, "mscale_all_dim", false, 0.0, 0.0, 1e3, &cfg->rope_scaling.mscale_all_dim));
+    if (field(r, "attention_factor"))
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: an explicit yarn \"attention_factor\" is not supported", c->file);
     return FR_OK;
 }
 
@@ -332,6 +334,14 @@ double fr_config_softmax_scale(const fr_config *cfg) {
         s *= m * m;
     }
     return s;
+}
+
+static double yarn_mscale(double factor, double m) { return factor <= 1.0 ? 1.0 : 0.1 * m * log(factor) + 1.0; }
+
+double fr_config_rope_mscale(const fr_config *cfg) {
+    if (!cfg->rope_scaling.yarn) return 1.0;
+    double f = cfg->rope_scaling.factor;
+    return yarn_mscale(f, cfg->rope_scaling.mscale) / yarn_mscale(f, cfg->rope_scaling.mscale_all_dim);
 }
 
 void fr_config_rope_freqs(const fr_config *cfg, double *out) {

@@ -83,6 +83,11 @@ static inline int fr_config_qk_head_dim(const fr_config *c) {
 /* Attention softmax scale: 1/sqrt(qk_head_dim), times mscale^2 under YaRN (ARCH 4.7). */
 double fr_config_softmax_scale(const fr_config *cfg);
 
+/* YaRN attention factor applied to cos/sin: mscale(f, mscale) / mscale(f, mscale_all_dim)
+ * with mscale(f, m) = 0.1 m ln f + 1 (1 when f <= 1), as transformers and vLLM compute it.
+ * 1 without YaRN and for every released config (mscale == mscale_all_dim). */
+double fr_config_rope_mscale(const fr_config *cfg);
+
 /* Rotary inverse frequencies for the d = qk_rope_head_dim rope dims, with YaRN
  * correction (ARCH 4.8): out[i] for i in [0, d/2). */
 void fr_config_rope_freqs(const fr_config *cfg, double *out);

@@ -127,12 +127,12 @@ static fr_status layer_forward(fr_session *s, int l, int64_t n, bool absorbed, f
     } else {
         TRY(op->matmul(be, s->q, s->h, n, &L->q));
     }
-    TRY(op->rope(be, s->q + dn, n, (int)H, H * qw, qw, (int)dr, s->positions, m->rope_freqs));
+    TRY(op->rope(be, s->q + dn, n, (int)H, H * qw, qw, (int)dr, s->positions, m->rope_freqs, m->rope_mscale));
 
     /* latent: [n, rkv + dr] -> normalize c_kv, rotate k_pe, append to the cache */
     TRY(op->matmul(be, s->kv, s->h, n, &L->kv_a));
     TRY(op->rmsnorm(be, s->kv, s->kv, n, rkv, row, &L->kv_a_norm, c->rms_norm_eps));
-    TRY(op->rope(be, s->kv + rkv, n, 1, row, 0, (int)dr, s->positions, m->rope_freqs));
+    TRY(op->rope(be, s->kv + rkv, n, 1, row, 0, (int)dr, s->positions, m->rope_freqs, m->rope_mscale));
     memcpy(s->cache[l] + s->pos * row, s->kv, (size_t)(n * row) * sizeof(float));
 
     TRY(op->mla_attention(be, s->attn, s->q, n, s->pos, &s->mla[l], absorbed));

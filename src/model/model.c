@@ -159,6 +159,7 @@ fr_status fr_model_from_set(const fr_config *cfg, fr_st_set *st, fr_model **out,
         if ((rc = bind_layer(&b, l, &m->layers[l]))) goto fail;
     fr_config_rope_freqs(cfg, m->rope_freqs);
     m->softmax_scale = (float)fr_config_softmax_scale(cfg);
+    m->rope_mscale = (float)fr_config_rope_mscale(cfg);
     *out = m;
     return FR_OK;
 fail:

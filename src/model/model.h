@@ -41,6 +41,7 @@ typedef struct {
     fr_layer *layers;                  /* [n_layers] */
     double *rope_freqs;                /* [qk_rope_head_dim / 2] incl. YaRN */
     float softmax_scale;
+    float rope_mscale;                 /* YaRN attention factor on cos/sin (1 for released configs) */
 } fr_model;
 
 /* Load the checkpoint directory dir (config.json + safetensors). */

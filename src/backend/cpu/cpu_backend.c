@@ -80,12 +80,12 @@ static fr_status cpu_add_rmsnorm(fr_backend *be, float *out, float *resid, const
 }
 
 static fr_status cpu_rope(fr_backend *be, float *x, int64_t n, int heads, int64_t stride, int64_t head_stride,
-                          int rope, const int32_t *pos, const double *freqs) {
+                          int rope, const int32_t *pos, const double *freqs, float mscale) {
     (void)be;
     for (int64_t t = 0; t < n; t++) {
         for (int i = 0; i < rope / 2; i++) {
             double a = (double)pos[t] * freqs[i];
-            float c = (float)cos(a), s = (float)sin(a);
+            float c = (float)(cos(a) * mscale), s = (float)(sin(a) * mscale);
             for (int h = 0; h < heads; h++) {
                 float *v = x + t * stride + h * head_stride + 2 * i;
                 float x0 = v[0], x1 = v[1];

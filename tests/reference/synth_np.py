@@ -1,0 +1,244 @@
+#!/usr/bin/python3
+"""Test-only writer of small random DeepSeek-V3-layout checkpoints, for reference.py's self-test.
+
+Independent of the engine's `frontier synth`: it exists so the reference's loader paths (sharding,
+FP8 E4M3 block scales with partial edge blocks, K2.5 prefixes and text_config, rope_parameters,
+q_proj, tied embeddings) are exercised even before the engine exists. The engine-vs-reference
+drivers do not use it: they test on the engine's own `frontier synth` output.
+"""
+import json
+import os
+import struct
+
+import numpy as np
+
+from reference import E4M3_LUT, bf16_bits_to_f64
+
+# finite non-negative E4M3 codes 0x00..0x7e in increasing value order
+_POS_CODES = np.arange(0x7F, dtype=np.uint8)
+_POS_VALS = E4M3_LUT[:0x7F]
+
+
+def encode_e4m3(x):
+    """Round-to-nearest (ties to the lower magnitude) float -> E4M3 code, saturating at 448."""
+    a = np.minimum(np.abs(x), 448.0)
+    j = np.clip(np.searchsorted(_POS_VALS, a), 1, 0x7E)
+    lo, hi = _POS_VALS[j - 1], _POS_VALS[j]
+    code = np.where(a - lo <= hi - a, _POS_CODES[j - 1], _POS_CODES[j]).astype(np.uint8)
+    return np.where(x < 0, code | 0x80, code).astype(np.uint8)
+
+
+def quantize_blocks(w, block):
+    """Block FP8 as DeepSeek stores it: per block scale_inv = amax/448, fp8 = e4m3(w / scale_inv)."""
+    br, bc = block
+    R, C = w.shape
+    nr, nc = -(-R // br), -(-C // bc)
+    s = np.zeros((nr, nc), dtype=np.float32)
+    q = np.zeros((R, C), dtype=np.uint8)
+    deq = np.zeros((R, C))
+    for i in range(nr):
+        for j in range(nc):
+            blk = w[i * br:(i + 1) * br, j * bc:(j + 1) * bc]
+            sc = np.float32(max(np.abs(blk).max(), 1e-8) / 448.0)
+            s[i, j] = sc
+            code = encode_e4m3(blk / float(sc))
+            q[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = code
+            deq[i * br:(i + 1) * br, j * bc:(j + 1) * bc] = E4M3_LUT[code] * float(sc)
+    return q, s, deq
+
+
+def to_bf16_bits(x):
+    f = np.asarray(x, dtype=np.float32)
+    u = f.view(np.uint32).astype(np.uint64)
+    u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16          # round to nearest even
+    return u.astype(np.uint16)
+
+
+def write_safetensors(path, tensors):
+    """tensors: name -> (dtype string, numpy array of the raw element type)."""
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        dt, a = tensors[name]
+        raw = np.ascontiguousarray(a).tobytes()
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = {"format": "pt"}
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def write_checkpoint(out, config, tensors, shards=1):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    names = sorted(tensors)
+    if shards == 1:
+        write_safetensors(os.path.join(out, "model.safetensors"), tensors)
+        return
+    wm = {}
+    for k in range(shards):
+        fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+        part = {n: tensors[n] for n in names[k::shards]}
+        write_safetensors(os.path.join(out, fname), part)
+        wm.update({n: fname for n in part})
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": wm}, f, indent=1)
+
+
+def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=1, twin=None):
+    """Random weights for `config` (a full config.json dict). Linear weights become FP8 + scale_inv
+    when fp8_block is given (twin: also write a checkpoint with the dequantized values in F64)."""
+    rng = np.random.default_rng(seed)
+    top = config
+    c = config.get("text_config", config)
+    prefix = "language_model." if "text_config" in config else ""
+    D, H = c["hidden_size"], c["num_attention_heads"]
+    dn, dr, dv, rkv = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"], c["kv_lora_rank"]
+    rq = c.get("q_lora_rank")
+    V = c["vocab_size"]
+    f64 = {}      # name -> float64 values (what the reference should see)
+    lin = set()   # names of linear weights (quantized under FP8)
+
+    def w(name, shape, scale=None, linear=True):
+        sc = scale if scale is not None else 1.0 / np.sqrt(shape[-1])
+        f64[name] = rng.standard_normal(shape) * sc
+        if linear:
+            lin.add(name)
+
+    def norm(name, n):
+        f64[name] = 1.0 + 0.2 * rng.standard_normal(n)
+
+    w("model.embed_tokens.weight", [V, D], 1.0, linear=False)
+    norm("model.norm.weight", D)
+    if not c.get("tie_word_embeddings", False):
+        w("lm_head.weight", [V, D], linear=False)
+    E = c.get("n_routed_experts") or 0
+    for L in range(c["num_hidden_layers"]):
+        p = f"model.layers.{L}."
+        norm(p + "input_layernorm.weight", D)
+        norm(p + "post_attention_layernorm.weight", D)
+        a = p + "self_attn."
+        if rq:
+            w(a + "q_a_proj.weight", [rq, D])
+            norm(a + "q_a_layernorm.weight", rq)
+            w(a + "q_b_proj.weight", [H * (dn + dr), rq])
+        else:
+            w(a + "q_proj.weight", [H * (dn + dr), D])
+        w(a + "kv_a_proj_with_mqa.weight", [rkv + dr, D])
+        norm(a + "kv_a_layernorm.weight", rkv)
+        w(a + "kv_b_proj.weight", [H * (dn + dv), rkv])
+        w(a + "o_proj.weight", [D, H * dv])
+        m = p + "mlp."
+        moe = E and L >= (c.get("first_k_dense_replace") or 0) and L % (c.get("moe_layer_freq") or 1) == 0
+        if moe:
+            I = c["moe_intermediate_size"]
+            w(m + "gate.weight", [E, D], 2.0 / np.sqrt(D), linear=False)
+            f64[m + "gate.e_score_correction_bias"] = 0.3 * rng.standard_normal(E)
+            for e in range(E):
+                w(f"{m}experts.{e}.gate_proj.weight", [I, D])
+                w(f"{m}experts.{e}.up_proj.weight", [I, D])
+                w(f"{m}experts.{e}.down_proj.weight", [D, I])
+            if c.get("n_shared_experts"):
+                Is = I * c["n_shared_experts"]
+                w(m + "shared_experts.gate_proj.weight", [Is, D])
+                w(m + "shared_experts.up_proj.weight", [Is, D])
+                w(m + "shared_experts.down_proj.weight", [D, Is])
+        else:
+            I = c["intermediate_size"]
+            w(m + "gate_proj.weight", [I, D])
+            w(m + "up_proj.weight", [I, D])
+            w(m + "down_proj.weight", [D, I])
+    # an MTP-like extra layer the reference must ignore
+    f64[f"model.layers.{c['num_hidden_layers']}.enorm.weight"] = np.full(D, np.nan)
+
+    tensors, twin_t = {}, {}
+    for name, val in f64.items():
+        full = prefix + name
+        if name.endswith("e_score_correction_bias"):
+            tensors[full] = ("F32", val.astype("<f4"))
+            twin_t[full] = ("F64", val.astype("<f4").astype("<f8"))
+        elif fp8_block and name in lin:
+            q, s, deq = quantize_blocks(val, fp8_block)
+            tensors[full] = ("F8_E4M3", q)
+            tensors[full + "_scale_inv"] = ("F32", s.astype("<f4"))
+            twin_t[full] = ("F64", deq.astype("<f8"))
+        elif dtype == "BF16":
+            tensors[full] = ("BF16", to_bf16_bits(val))
+        elif dtype == "F32":
+            tensors[full] = ("F32", val.astype("<f4"))
+        else:
+            tensors[full] = ("F16", val.astype("<f2"))
+        if full not in twin_t:   # the exact values stored above, widened
+            dt, raw = tensors[full]
+            wide = bf16_bits_to_f64(raw) if dt == "BF16" else raw.astype("<f8")
+            twin_t[full] = ("F64", wide)
+    if fp8_block:
+        qc = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+              "weight_block_size": list(fp8_block)}
+        c["quantization_config"] = qc
+        if prefix:
+            top["quantization_config"] = qc
+    write_checkpoint(out, top, tensors, shards)
+    if twin:
+        tc = json.loads(json.dumps(top))
+        tc.pop("quantization_config", None)
+        tc.get("text_config", {}).pop("quantization_config", None)
+        write_checkpoint(twin, tc, twin_t, 1)
+
+
+def base_config(**kw):
+    c = {
+        "architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+        "vocab_size": 97, "hidden_size": 48, "intermediate_size": 40, "moe_intermediate_size": 16,
+        "num_hidden_layers": 3, "num_attention_heads": 3, "num_key_value_heads": 3,
+        "n_shared_experts": 2, "n_routed_experts": 8, "routed_scaling_factor": 2.5,
+        "kv_lora_rank": 16, "q_lora_rank": 24, "qk_rope_head_dim": 8, "v_head_dim": 12,
+        "qk_nope_head_dim": 8, "n_group": 4, "topk_group": 2, "num_experts_per_tok": 3,
+        "first_k_dense_replace": 1, "norm_topk_prob": True, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False, "rope_theta": 10000.0, "max_position_embeddings": 4096,
+        "rope_scaling": {"type": "yarn", "factor": 40.0, "original_max_position_embeddings": 64,
+                         "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.7},
+        "num_nextn_predict_layers": 1,
+    }
+    c.update(kw)
+    return c
+
+
+def selftest_variants(tmp):
+    """(name, dir, twin_dir or None) for reference.py --selftest."""
+    out = []
+    d = os.path.join(tmp, "yarn_sharded")
+    random_checkpoint(d, base_config(), seed=1, shards=3)
+    out.append(("yarn(mscale!=mscale_all_dim)+q_lora+groups BF16", d, None))
+
+    d = os.path.join(tmp, "plain")
+    cfg = base_config(q_lora_rank=None, n_group=1, topk_group=1, tie_word_embeddings=True,
+                      rope_scaling=None, norm_topk_prob=False, moe_layer_freq=2, first_k_dense_replace=0)
+    del cfg["rope_theta"]
+    cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": 5000.0}
+    random_checkpoint(d, cfg, seed=2, dtype="F32")
+    out.append(("q_proj+tied+rope_parameters+freq2 F32", d, None))
+
+    d, t = os.path.join(tmp, "fp8"), os.path.join(tmp, "fp8_twin")
+    cfg = base_config(hidden_size=40, kv_lora_rank=24, q_lora_rank=20, intermediate_size=72,
+                      moe_intermediate_size=24, vocab_size=83, v_head_dim=10)
+    del cfg["rope_scaling"]
+    del cfg["rope_theta"]
+    cfg["rope_parameters"] = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                              "original_max_position_embeddings": 32, "mscale": 1.0, "mscale_all_dim": 1.0}
+    random_checkpoint(d, cfg, seed=3, fp8_block=(16, 32), shards=2, twin=t)
+    out.append(("FP8 [16,32] odd dims + yarn rope_parameters", d, t))
+
+    d = os.path.join(tmp, "k25")
+    text = base_config(model_type="kimi_k2", n_group=1, topk_group=1, num_experts_per_tok=2)
+    text.pop("architectures")
+    k25 = {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25", "text_config": text}
+    random_checkpoint(d, k25, seed=4, dtype="F16")
+    out.append(("K2.5 wrapper (text_config, language_model.) F16", d, None))
+    return out
