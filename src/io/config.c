@@ -189,8 +189,10 @@ static fr_status parse_text(ctx_t *c, const cJSON *t, fr_config *cfg) {
     TRY(get_int(c, t, "n_routed_experts", false, 0, 0, FR_MAX_EXPERTS, &v)); cfg->n_routed_experts = (int)v;
     TRY(get_int(c, t, "first_k_dense_replace", false, 0, 0, FR_MAX_LAYERS, &v)); cfg->first_k_dense_replace = (int)v;
     TRY(get_int(c, t, "moe_layer_freq", false, 1, 1, FR_MAX_LAYERS, &v)); cfg->moe_layer_freq = (int)v;
+    TRY(get_int(c, t, "num_nextn_predict_layers", false, 0, 0, 16, &v)); cfg->num_nextn_predict_layers = (int)v;
+    /* MTP layers are full decoder layers too: their FFN kind decides which fields are needed. */
     bool any_dense = false, any_moe = false;
-    for (int l = 0; l < cfg->n_layers; l++) {
+    for (int l = 0; l < cfg->n_layers + cfg->num_nextn_predict_layers; l++) {
         if (fr_config_layer_is_moe(cfg, l)) any_moe = true;
         else any_dense = true;
     }
@@ -223,7 +225,6 @@ static fr_status parse_text(ctx_t *c, const cJSON *t, fr_config *cfg) {
     cfg->rms_norm_eps = (float)eps;
     TRY(get_int(c, t, "max_position_embeddings", false, 4096, 1, INT32_MAX, &cfg->max_position_embeddings));
     TRY(get_bool(c, t, "tie_word_embeddings", false, &cfg->tie_word_embeddings));
-    TRY(get_int(c, t, "num_nextn_predict_layers", false, 0, 0, 16, &v)); cfg->num_nextn_predict_layers = (int)v;
     TRY(parse_rope(c, t, cfg));
     TRY(get_int(c, t, "bos_token_id", false, -1, -1, INT32_MAX, &v)); cfg->bos_token_id = (int32_t)v;
     TRY(get_ids(c, t, "eos_token_id", cfg->eos_token_ids, FR_MAX_EOS, &cfg->n_eos));
