@@ -2,7 +2,10 @@
  *
  *   frontier synth PRESET|CONFIG.json OUT_DIR [--seed S] [--layers N] [--experts E]
  *                  [--fp8-blocks] [--single-file]
+ *   frontier synth PRESET|CONFIG.json --print-config [--layers N] [--experts E] [--fp8-blocks]
  *
+ * --print-config writes the config.json the checkpoint would get to stdout and no
+ * weights (tests read a real-shaped preset's config this way without writing GBs).
  * PRESET is one of src/model/synth.c's released configs (tiny, moonlight,
  * deepseek-v3, kimi-k2.5); an argument ending in .json, or naming an existing
  * file, is read as a config.json instead. The work is fr_synth_write's; this file
@@ -20,7 +23,7 @@
 
 #define USAGE                                                                              \
     "usage: frontier synth PRESET|CONFIG.json OUT_DIR [--seed S] [--layers N] [--experts E]" \
-    " [--fp8-blocks] [--single-file]"
+    " [--fp8-blocks] [--single-file] | PRESET|CONFIG.json --print-config [...]"
 #define MAX_CONFIG_BYTES (16u << 20)
 
 int fr_cmd_synth(int argc, char **argv);
@@ -46,7 +49,7 @@ static bool is_config_path(const char *s) {
 int fr_cmd_synth(int argc, char **argv) {
     fr_synth_opts opts = {0};
     const char *src = NULL, *out = NULL;
-    bool seen_seed = false, seen_layers = false, seen_experts = false;
+    bool seen_seed = false, seen_layers = false, seen_experts = false, print_config = false;
     fr_error err = {0};
 
     for (int i = 1; i < argc; i++) {
@@ -77,6 +80,8 @@ int fr_cmd_synth(int argc, char **argv) {
             seen_experts = true;
         } else if (strcmp(a, "--fp8-blocks") == 0) {
             opts.fp8_blocks = true;
+        } else if (strcmp(a, "--print-config") == 0) {
+            print_config = true;
         } else if (strcmp(a, "--single-file") == 0) {
             opts.single_file = true;
         } else if (a[0] == '-' && a[1] != 0) {
@@ -91,7 +96,7 @@ int fr_cmd_synth(int argc, char **argv) {
             return usage_error(&err);
         }
     }
-    if (!src || !out) {
+    if (!src || (!out && !print_config)) {
         fr_fail(&err, FR_ERR_INVALID, "%s",
                 !src ? "missing PRESET or CONFIG.json" : "missing OUT_DIR");
         return usage_error(&err);
@@ -106,6 +111,12 @@ int fr_cmd_synth(int argc, char **argv) {
         return 2;
     }
     if (!rc) rc = fr_synth_edit_json(json, &opts, &edited, &err);
+    if (!rc && print_config) {
+        printf("%s\n", edited);
+        free(json);
+        free(edited);
+        return 0;
+    }
     if (!rc) rc = fr_synth_write(edited, &opts, out, &err);
     if (!rc) rc = fr_st_open_dir(out, &set, &err);
     free(json);

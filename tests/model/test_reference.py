@@ -82,43 +82,13 @@ def estimate_bytes(c, bytes_per=2):
 
 
 def preset_config(frontier, preset, workdir, extra):
-    """The config.json `frontier synth PRESET` writes, without letting a real-shaped preset fill the
-    disk: the synth runs in the background and is stopped (by its pid) once config.json is readable
-    or once it has written more than SIZE_LIMIT bytes. Returns (config dict or None, note)."""
-    d = os.path.join(workdir, f"_probe_{preset}")
-    shutil.rmtree(d, ignore_errors=True)
-    p = subprocess.Popen([frontier, "synth", preset, d] + extra, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
-    cfg = None
-    t0 = time.time()
-    try:
-        while time.time() - t0 < TIMEOUT:
-            cp = os.path.join(d, "config.json")
-            if os.path.exists(cp):
-                try:
-                    with open(cp) as f:
-                        cfg = json.load(f)
-                    break
-                except ValueError:
-                    pass
-            if p.poll() is not None:
-                if os.path.exists(cp):
-                    continue
-                break
-            if os.path.isdir(d) and dir_bytes(d) > SIZE_LIMIT:
-                break
-            time.sleep(0.05)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        err = p.stderr.read().decode(errors="replace").strip() if p.stderr else ""
-        if p.stderr:
-            p.stderr.close()
-        shutil.rmtree(d, ignore_errors=True)
-    if cfg is None:
-        raise Fail(f"synth {preset}: no config.json ({err.splitlines()[-1] if err else 'no message'})")
-    return cfg
+    """The config.json `frontier synth PRESET` would write, read with --print-config so that a
+    real-shaped preset never writes its gigabytes of weights here."""
+    r = subprocess.run([frontier, "synth", preset, "--print-config"] + extra, capture_output=True,
+                       text=True, timeout=TIMEOUT)
+    if r.returncode != 0:
+        raise Fail(f"synth {preset} --print-config: {r.stderr.strip() or 'no message'}")
+    return json.loads(r.stdout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,24 +120,6 @@ def swap_rope_spelling(c):
         rp["rope_type"] = "default"
     t["rope_parameters"] = rp
     return c, "rope_parameters"
-
-
-# Kimi K2.5 text_config per ARCH §2.3 (real sizes; only used shrunk).
-K25_TEXT_CONFIG = {
-    "architectures": ["DeepseekV3ForCausalLM"], "model_type": "kimi_k2", "vocab_size": 163840,
-    "hidden_size": 7168, "intermediate_size": 18432, "moe_intermediate_size": 2048,
-    "num_hidden_layers": 61, "first_k_dense_replace": 1, "moe_layer_freq": 1,
-    "num_attention_heads": 64, "num_key_value_heads": 64, "q_lora_rank": 1536, "kv_lora_rank": 512,
-    "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128, "n_routed_experts": 384,
-    "n_shared_experts": 1, "num_experts_per_tok": 8, "n_group": 1, "topk_group": 1,
-    "topk_method": "noaux_tc", "scoring_func": "sigmoid", "norm_topk_prob": True,
-    "routed_scaling_factor": 2.827, "hidden_act": "silu", "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 262144, "rope_theta": 50000.0,
-    "rope_scaling": {"type": "yarn", "factor": 64.0, "original_max_position_embeddings": 4096,
-                     "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0},
-    "bos_token_id": 163584, "eos_token_id": 163585, "pad_token_id": 163839,
-    "num_nextn_predict_layers": 0, "tie_word_embeddings": False, "attention_bias": False,
-}
 
 
 def shrink_k25(c):
@@ -255,14 +207,7 @@ def build_variants(frontier, workdir):
 
     def v_f():
         args = ["--layers", "2", "--experts", "8"]
-        try:
-            c = preset_config(frontier, "kimi-k2.5", workdir, args)
-        except Fail as e:
-            # synth wrote no readable config.json before SIZE_LIMIT bytes: use the K2.5 text
-            # config of ARCH §2.3 (then shrunk below) inside the K2.5 wrapper.
-            print(f"  note: {e}; using ARCH §2.3's K2.5 text_config instead")
-            c = {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25",
-                 "text_config": K25_TEXT_CONFIG}
+        c = preset_config(frontier, "kimi-k2.5", workdir, args)
         est = estimate_bytes(c)
         if est <= SIZE_LIMIT:
             return synth("f_kimi_k25", "kimi-k2.5", ["--seed", "16"] + args)
