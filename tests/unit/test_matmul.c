@@ -1,1 +1,363 @@
-int main(void){return 77;}
+/* test_matmul.c - the CPU matrix products against a double-precision reference.
+ *
+ * Every instruction-set path this CPU has (forced with fr_isa_set_limit), every
+ * weight dtype, odd shapes (tails of every vector width, rows not a multiple of the
+ * row group, K longer than one prefill block), several token counts (the n = 1
+ * matvec and the tiled prefill path), square and odd FP8 block grids and FP8 views
+ * that start in the middle of a scale block. The reference is built element by
+ * element with fr_weight_get, the scalar definition, and summed in double; the
+ * tolerance is relative to sum |x * w| of the dot product, the scale of f32
+ * rounding error. Weight data is placed at an odd address for half the cases so
+ * the sanitizer build catches any misaligned scalar access. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/matmul.h"
+#include "check.h"
+
+static uint64_t rng_state = 0x243F6A8885A308D3ull;
+
+static uint32_t rng_u32(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+
+/* uniform in [-1, 1) */
+static float rng_f(void) { return (float)((double)rng_u32() / 2147483648.0 - 1.0); }
+
+/* A test matrix: the weight view (data possibly at an odd address), its aligned
+ * twin used only for the reference, and owned storage. */
+typedef struct {
+    fr_weight w;     /* what the kernels see */
+    fr_weight w_ref; /* same values, aligned, for fr_weight_get */
+    uint8_t *store, *store_ref;
+    float *scales;
+} tmat;
+
+static void tmat_free(tmat *m) {
+    free(m->store);
+    free(m->store_ref);
+    free(m->scales);
+}
+
+static int tmat_make(tmat *m, fr_dtype dt, int64_t rows, int64_t cols, int32_t br, int32_t bc, int misalign) {
+    memset(m, 0, sizeof *m);
+    const size_t es = fr_dtype_size(dt), bytes = (size_t)rows * (size_t)cols * es;
+    m->store_ref = malloc(bytes + 16);
+    m->store = malloc(bytes + 16);
+    if (!m->store || !m->store_ref) return -1;
+    uint8_t *p = m->store_ref;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        float f = rng_f();
+        switch (dt) {
+        case FR_DTYPE_F32: memcpy(p + 4 * i, &f, 4); break;
+        case FR_DTYPE_F16: {
+            uint16_t h = fr_f32_to_f16(f);
+            memcpy(p + 2 * i, &h, 2);
+            break;
+        }
+        case FR_DTYPE_BF16: {
+            uint16_t h = fr_f32_to_bf16(f);
+            memcpy(p + 2 * i, &h, 2);
+            break;
+        }
+        default: {
+            uint8_t b = (uint8_t)rng_u32(); /* every code, including subnormals and +-448 */
+            if ((b & 0x7f) == 0x7f) b ^= 1; /* but not NaN */
+            p[i] = b;
+        }
+        }
+    }
+    uint8_t *d = m->store + (misalign ? 1 : 0);
+    memcpy(d, p, bytes);
+    fr_weight w = {.dtype = dt, .rows = rows, .cols = cols, .data = p};
+    if (dt == FR_DTYPE_F8_E4M3) {
+        const int64_t sr = (rows + br - 1) / br, sc = (cols + bc - 1) / bc;
+        m->scales = malloc((size_t)(sr * sc) * sizeof(float));
+        if (!m->scales) return -1;
+        for (int64_t i = 0; i < sr * sc; i++)
+            m->scales[i] = ldexpf(1.0f + 0.5f * rng_f(), -8 + (int)(rng_u32() % 5));
+        w.scale_inv = m->scales;
+        w.block_rows = br;
+        w.block_cols = bc;
+        w.scale_cols = sc;
+    }
+    m->w_ref = w;
+    w.data = d;
+    m->w = w;
+    return 0;
+}
+
+/* Dense W_real of view rows [r0, r0 + rows) of the reference matrix, in double. */
+static double *dense(const tmat *m, int64_t r0, int64_t rows) {
+    const int64_t cols = m->w_ref.cols;
+    double *d = malloc((size_t)(rows * cols) * sizeof(double));
+    if (!d) return NULL;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) d[r * cols + c] = fr_weight_get(&m->w_ref, r0 + r, c);
+    return d;
+}
+
+static float *rand_vec(int64_t len) {
+    float *v = malloc((size_t)len * sizeof(float) + 1);
+    if (v)
+        for (int64_t i = 0; i < len; i++) v[i] = rng_f();
+    return v;
+}
+
+static const double TOL = 1e-5;
+
+/* y = x W^T for view v, against dense Wd (v->rows x v->cols). Returns failures. */
+static int check_matmul(const fr_weight *v, const double *Wd, int64_t n, const char *what) {
+    const int64_t R = v->rows, C = v->cols;
+    float *x = rand_vec(n * C), *y = malloc((size_t)(n * R) * sizeof(float));
+    if (!x || !y) {
+        CHECK_MSG(0, "out of memory");
+        free(x);
+        free(y);
+        return 1;
+    }
+    for (int64_t i = 0; i < n * R; i++) y[i] = NAN; /* every output must be written */
+    fr_cpu_matmul(y, x, n, v);
+    int bad = 0;
+    for (int64_t t = 0; t < n && bad < 3; t++)
+        for (int64_t r = 0; r < R && bad < 3; r++) {
+            double ref = 0, mag = 0;
+            for (int64_t c = 0; c < C; c++) {
+                double p = (double)x[t * C + c] * Wd[r * C + c];
+                ref += p;
+                mag += fabs(p);
+            }
+            double got = y[t * R + r];
+            if (!(fabs(got - ref) <= TOL * mag + 1e-30)) {
+                bad++;
+                CHECK_MSG(0, "matmul %s n=%lld t=%lld r=%lld: got %.9g want %.9g (mag %.3g)", what,
+                          (long long)n, (long long)t, (long long)r, got, ref, mag);
+            }
+        }
+    CHECK(bad == 0);
+    free(x);
+    free(y);
+    return bad;
+}
+
+/* y = x W for view v, against dense Wd. */
+static int check_matmul_t(const fr_weight *v, const double *Wd, int64_t n, const char *what) {
+    const int64_t R = v->rows, C = v->cols;
+    float *x = rand_vec(n * R), *y = malloc((size_t)(n * C) * sizeof(float));
+    if (!x || !y) {
+        CHECK_MSG(0, "out of memory");
+        free(x);
+        free(y);
+        return 1;
+    }
+    for (int64_t i = 0; i < n * C; i++) y[i] = NAN;
+    fr_cpu_matmul_t(y, x, n, v);
+    int bad = 0;
+    for (int64_t t = 0; t < n && bad < 3; t++)
+        for (int64_t c = 0; c < C && bad < 3; c++) {
+            double ref = 0, mag = 0;
+            for (int64_t r = 0; r < R; r++) {
+                double p = (double)x[t * R + r] * Wd[r * C + c];
+                ref += p;
+                mag += fabs(p);
+            }
+            double got = y[t * C + c];
+            if (!(fabs(got - ref) <= TOL * mag + 1e-30)) {
+                bad++;
+                CHECK_MSG(0, "matmul_t %s n=%lld t=%lld c=%lld: got %.9g want %.9g (mag %.3g)", what,
+                          (long long)n, (long long)t, (long long)c, got, ref, mag);
+            }
+        }
+    CHECK(bad == 0);
+    free(x);
+    free(y);
+    return bad;
+}
+
+static fr_isa isas[3];
+static int n_isas;
+
+static void collect_isas(void) {
+    for (int i = FR_ISA_PORTABLE; i <= FR_ISA_AVX512; i++) {
+        fr_isa_set_limit((fr_isa)i);
+        if (fr_isa_active() == (fr_isa)i) isas[n_isas++] = (fr_isa)i;
+    }
+    fr_isa_set_limit(FR_ISA_AVX512);
+}
+
+static const fr_dtype dtypes[] = {FR_DTYPE_F32, FR_DTYPE_F16, FR_DTYPE_BF16, FR_DTYPE_F8_E4M3};
+
+/* Full views: every path, dtype, shape, token count and block grid. */
+static void test_shapes(void) {
+    static const int64_t shapes[][2] = {{1, 1},     {7, 5},     {24, 48}, {160, 8},
+                                        {130, 257}, {576, 200}, {9, 4500}};
+    static const int64_t ns[] = {1, 2, 5, 17};
+    static const int32_t blocks[][2] = {{128, 128}, {16, 32}};
+    int case_no = 0;
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (size_t b = 0; b < 2; b++) {
+                const fr_dtype dt = dtypes[d];
+                if (b > 0 && dt != FR_DTYPE_F8_E4M3) continue; /* blocks only matter for FP8 */
+                tmat m;
+                double *Wd = NULL;
+                if (tmat_make(&m, dt, shapes[s][0], shapes[s][1], blocks[b][0], blocks[b][1],
+                              case_no++ & 1) != 0 ||
+                    !(Wd = dense(&m, 0, shapes[s][0]))) {
+                    CHECK_MSG(0, "out of memory");
+                    tmat_free(&m);
+                    continue;
+                }
+                for (int i = 0; i < n_isas; i++) {
+                    fr_isa_set_limit(isas[i]);
+                    char what[96];
+                    snprintf(what, sizeof what, "%s %s %lldx%lld blk %dx%d", fr_isa_name(isas[i]),
+                             fr_dtype_name(dt), (long long)shapes[s][0], (long long)shapes[s][1],
+                             blocks[b][0], blocks[b][1]);
+                    for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++) {
+                        check_matmul(&m.w, Wd, ns[j], what);
+                        check_matmul_t(&m.w, Wd, ns[j], what);
+                    }
+                }
+                fr_isa_set_limit(FR_ISA_AVX512);
+                free(Wd);
+                tmat_free(&m);
+            }
+}
+
+/* More tokens than one prefill token block, with rows across several panels. */
+static void test_many_tokens(void) {
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        tmat m;
+        double *Wd = NULL;
+        if (tmat_make(&m, dtypes[d], 70, 300, 128, 128, 0) != 0 || !(Wd = dense(&m, 0, 70))) {
+            CHECK_MSG(0, "out of memory");
+            tmat_free(&m);
+            continue;
+        }
+        for (int i = 0; i < n_isas; i++) {
+            fr_isa_set_limit(isas[i]);
+            char what[64];
+            snprintf(what, sizeof what, "%s %s 70x300", fr_isa_name(isas[i]), fr_dtype_name(dtypes[d]));
+            check_matmul(&m.w, Wd, 70, what);
+        }
+        fr_isa_set_limit(FR_ISA_AVX512);
+        free(Wd);
+        tmat_free(&m);
+    }
+}
+
+/* FP8 row slices starting mid-block: the scale rows must follow row0. The expected
+ * values come from the full view's rows, not from the slice. */
+static void test_fp8_slices(void) {
+    static const int32_t blocks[][2] = {{128, 128}, {16, 32}};
+    for (int b = 0; b < 2; b++) {
+        tmat m;
+        if (tmat_make(&m, FR_DTYPE_F8_E4M3, 300, 200, blocks[b][0], blocks[b][1], b) != 0) {
+            CHECK_MSG(0, "out of memory");
+            tmat_free(&m);
+            continue;
+        }
+        static const int64_t slices[][2] = {{70, 150}, {131, 5}, {299, 1}};
+        for (int s = 0; s < 3; s++) {
+            const int64_t r0 = slices[s][0], len = slices[s][1];
+            double *Wd = dense(&m, r0, len);
+            if (!Wd) {
+                CHECK_MSG(0, "out of memory");
+                continue;
+            }
+            fr_weight v = fr_weight_rows(&m.w, r0, len);
+            CHECK(v.row0 == r0);
+            for (int i = 0; i < n_isas; i++) {
+                fr_isa_set_limit(isas[i]);
+                char what[96];
+                snprintf(what, sizeof what, "%s F8 slice [%lld,+%lld) blk %dx%d", fr_isa_name(isas[i]),
+                         (long long)r0, (long long)len, blocks[b][0], blocks[b][1]);
+                check_matmul(&v, Wd, 1, what);
+                check_matmul(&v, Wd, 3, what);
+                check_matmul_t(&v, Wd, 1, what);
+                check_matmul_t(&v, Wd, 2, what);
+            }
+            fr_isa_set_limit(FR_ISA_AVX512);
+            free(Wd);
+        }
+        tmat_free(&m);
+    }
+}
+
+/* Every finite e4m3 code converts exactly on every path: row r holds code r once
+ * (32 columns, so the paired 32-byte conversion of the matvec is used), x is all
+ * ones, scale 1. n = 2 goes through the prefill conversion instead. */
+static void test_fp8_codes(void) {
+    enum { K = 32 };
+    uint8_t *data = calloc(256 * K, 1);
+    float one = 1.0f, x[2 * K], y[2 * 256];
+    if (!data) {
+        CHECK_MSG(0, "out of memory");
+        return;
+    }
+    for (int r = 0; r < 256; r++) data[r * K + r % K] = (r & 0x7f) == 0x7f ? 0 : (uint8_t)r;
+    for (int c = 0; c < 2 * K; c++) x[c] = 1.0f;
+    fr_weight w = {.dtype = FR_DTYPE_F8_E4M3,
+                   .rows = 256,
+                   .cols = K,
+                   .data = data,
+                   .scale_inv = &one,
+                   .block_rows = 256,
+                   .block_cols = K,
+                   .scale_cols = 1};
+    for (int i = 0; i < n_isas; i++) {
+        fr_isa_set_limit(isas[i]);
+        for (int n = 1; n <= 2; n++) {
+            fr_cpu_matmul(y, x, n, &w);
+            int bad = 0;
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < 256; r++) {
+                    float want = (r & 0x7f) == 0x7f ? 0.0f : fr_e4m3_to_f32((uint8_t)r);
+                    if (y[t * 256 + r] != want && bad++ < 3)
+                        CHECK_MSG(0, "%s n=%d e4m3 code 0x%02x: got %g want %g", fr_isa_name(isas[i]), n, r,
+                                  y[t * 256 + r], want);
+                }
+            CHECK(bad == 0);
+        }
+    }
+    fr_isa_set_limit(FR_ISA_AVX512);
+    free(data);
+}
+
+static void test_isa(void) {
+    CHECK(n_isas >= 1 && isas[0] == FR_ISA_PORTABLE);
+    CHECK(strcmp(fr_isa_name(FR_ISA_PORTABLE), "portable") == 0);
+    CHECK(strcmp(fr_isa_name(FR_ISA_AVX2), "avx2") == 0);
+    CHECK(strcmp(fr_isa_name(FR_ISA_AVX512), "avx512") == 0);
+    fr_isa_set_limit(FR_ISA_PORTABLE);
+    CHECK(fr_isa_active() == FR_ISA_PORTABLE);
+    fr_isa_set_limit(FR_ISA_AVX512);
+    CHECK(fr_isa_active() == isas[n_isas - 1]);
+    printf("matmul: paths tested:");
+    for (int i = 0; i < n_isas; i++) printf(" %s", fr_isa_name(isas[i]));
+    printf("\n");
+}
+
+static void test_bandwidth(void) {
+    double bw = fr_cpu_read_bandwidth(4u << 20, 2);
+    CHECK_MSG(bw > 0 && isfinite(bw), "bandwidth %g", bw);
+    bw = fr_cpu_read_bandwidth(100, 1); /* smaller than one cache line */
+    CHECK_MSG(bw > 0 && isfinite(bw), "bandwidth %g", bw);
+}
+
+int main(void) {
+    collect_isas();
+    test_isa();
+    test_fp8_codes();
+    test_shapes();
+    test_many_tokens();
+    test_fp8_slices();
+    test_bandwidth();
+    return check_report("matmul");
+}
