@@ -15,4 +15,6 @@ $FR run "$OUT/tiny" --ids 1,17,42,99 -n 16
 echo
 echo "== frontier run models/kjv-tiny (trained; prompt = BOS + \"And God said\" as ids)"
 $FR info models/kjv-tiny
-$FR run models/kjv-tiny --ids 0,297,388,389 -n 24
+$FR run models/kjv-tiny --ids 0,297,388,389 -n 24 | tee "$OUT/kjv.ids"
+printf 'as text: And God said'
+/usr/bin/python3 scripts/show_text.py models/kjv-tiny/tokenizer.json < "$OUT/kjv.ids"

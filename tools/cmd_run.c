@@ -167,6 +167,7 @@ int fr_cmd_run(int argc, char **argv) {
     }
     double t2 = now_s();
     printf("\n");
+    fflush(stdout);
     fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.2f tok/s)\n",
             (long long)c.n_ids, t1 - t0, (double)c.n_ids / (t1 - t0), (long long)produced, t2 - t1,
             produced > 1 ? (double)(produced - 1) / (t2 - t1) : 0.0);
