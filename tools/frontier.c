@@ -9,6 +9,10 @@ int fr_cmd_logits(int argc, char **argv);
 int fr_cmd_info(int argc, char **argv);
 int fr_cmd_synth(int argc, char **argv);
 int fr_cmd_bench(int argc, char **argv);
+int fr_cmd_tokenize(int argc, char **argv);
+int fr_cmd_detokenize(int argc, char **argv);
+int fr_cmd_template(int argc, char **argv);
+int fr_cmd_quantize(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -20,6 +24,10 @@ static const struct {
     {"info", fr_cmd_info, "describe a checkpoint: architecture, parameters, bytes, KV cost"},
     {"synth", fr_cmd_synth, "write a random-weight checkpoint in the released layout"},
     {"bench", fr_cmd_bench, "measure prefill and decode speed against memory bandwidth"},
+    {"tokenize", fr_cmd_tokenize, "text to token ids with the checkpoint's tokenizer"},
+    {"detokenize", fr_cmd_detokenize, "token ids to text"},
+    {"template", fr_cmd_template, "render chat messages through the checkpoint's chat template"},
+    {"quantize", fr_cmd_quantize, "rewrite a checkpoint with 4-bit (MXFP4) experts"},
 };
 
 static int usage(FILE *f) {
