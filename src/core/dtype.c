@@ -12,7 +12,8 @@ static const struct {
     [FR_DTYPE_F64] = {"F64", 8},     [FR_DTYPE_I64] = {"I64", 8},
     [FR_DTYPE_I32] = {"I32", 4},     [FR_DTYPE_I16] = {"I16", 2},
     [FR_DTYPE_I8] = {"I8", 1},       [FR_DTYPE_U8] = {"U8", 1},
-    [FR_DTYPE_BOOL] = {"BOOL", 1},
+    [FR_DTYPE_BOOL] = {"BOOL", 1},   [FR_DTYPE_MXFP4] = {"MXFP4", 0},
+    [FR_DTYPE_INT4] = {"INT4", 0},
 };
 
 size_t fr_dtype_size(fr_dtype t) { return t < FR_DTYPE_COUNT ? dtype_info[t].size : 0; }
@@ -21,7 +22,7 @@ const char *fr_dtype_name(fr_dtype t) { return t < FR_DTYPE_COUNT ? dtype_info[t
 
 int fr_dtype_parse(const char *s, fr_dtype *out) {
     for (int i = 0; i < FR_DTYPE_COUNT; i++) {
-        if (strcmp(s, dtype_info[i].name) == 0) {
+        if (dtype_info[i].size && strcmp(s, dtype_info[i].name) == 0) {
             *out = (fr_dtype)i;
             return 0;
         }

@@ -22,6 +22,10 @@ typedef enum {
     FR_DTYPE_I8,
     FR_DTYPE_U8,
     FR_DTYPE_BOOL,
+    /* Weight formats that are not safetensors dtypes (fr_dtype_parse never returns them,
+     * fr_dtype_size is 0: a whole row is the smallest unit, see weight.h). */
+    FR_DTYPE_MXFP4, /* OCP MX: E2M1 elements, 2 per byte (low nibble first), E8M0 scale per 32 */
+    FR_DTYPE_INT4,  /* compressed-tensors pack-quantized: 8 signed nibbles per int32, BF16 scale per 32 */
     FR_DTYPE_COUNT
 } fr_dtype;
 

@@ -22,12 +22,35 @@ typedef struct {
     int32_t block_rows, block_cols;
     int64_t scale_cols;   /* ceil(full tensor cols / block_cols) */
     int64_t row0;         /* index of row 0 of this view inside the full tensor */
+    /* MXFP4 and INT4 only (NULL otherwise): one scale per `group` (32) inputs of each row,
+     * row-major [rows, cols / group]; E8M0 bytes for MXFP4, BF16 for INT4. cols is a
+     * multiple of group. Data rows: MXFP4 cols/2 bytes (element 2j in the low nibble of
+     * byte j); INT4 cols/8 int32 words (element k at bits 4*(k%8) of word k/8, value u-8). */
+    const void *scales;
+    int32_t group;
 } fr_weight;
+
+/* Stored bytes of one row of w (scales not included). */
+static inline int64_t fr_weight_row_bytes(const fr_weight *w) {
+    switch (w->dtype) {
+    case FR_DTYPE_MXFP4: return w->cols / 2;
+    case FR_DTYPE_INT4: return w->cols / 8 * 4;
+    default: return w->cols * (int64_t)fr_dtype_size(w->dtype);
+    }
+}
+
+/* Bytes of one row's group scales (MXFP4, INT4), else 0. */
+static inline int64_t fr_weight_row_scale_bytes(const fr_weight *w) {
+    if (w->dtype == FR_DTYPE_MXFP4) return w->cols / w->group;
+    if (w->dtype == FR_DTYPE_INT4) return w->cols / w->group * 2;
+    return 0;
+}
 
 /* View of rows [r0, r0 + n) of w. */
 static inline fr_weight fr_weight_rows(const fr_weight *w, int64_t r0, int64_t n) {
     fr_weight v = *w;
-    v.data = (const uint8_t *)w->data + (size_t)r0 * (size_t)w->cols * fr_dtype_size(w->dtype);
+    v.data = (const uint8_t *)w->data + (size_t)r0 * (size_t)fr_weight_row_bytes(w);
+    if (w->scales) v.scales = (const uint8_t *)w->scales + (size_t)r0 * (size_t)fr_weight_row_scale_bytes(w);
     v.rows = n;
     v.row0 = w->row0 + r0;
     return v;
@@ -35,7 +58,7 @@ static inline fr_weight fr_weight_rows(const fr_weight *w, int64_t r0, int64_t n
 
 /* Bytes of the stored matrix (and its scales) that a full pass over it reads. */
 static inline int64_t fr_weight_bytes(const fr_weight *w) {
-    int64_t b = w->rows * w->cols * (int64_t)fr_dtype_size(w->dtype);
+    int64_t b = w->rows * (fr_weight_row_bytes(w) + fr_weight_row_scale_bytes(w));
     if (w->scale_inv) {
         int64_t sr = (w->rows + w->block_rows - 1) / w->block_rows + 1;
         b += sr * w->scale_cols * 4;

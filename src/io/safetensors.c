@@ -574,7 +574,8 @@ static fr_status check_specs(const char *what, const fr_st_spec *specs, size_t n
     for (size_t i = 0; i < n && s == FR_OK; i++) {
         const fr_st_spec *p = &specs[i];
         int ok = p->name && p->name[0] && strcmp(p->name, "__metadata__") != 0 &&
-                 (unsigned)p->dtype < FR_DTYPE_COUNT && p->ndim >= 0 && p->ndim <= FR_ST_MAX_DIMS;
+                 (unsigned)p->dtype < FR_DTYPE_COUNT && fr_dtype_size(p->dtype) && p->ndim >= 0 &&
+                 p->ndim <= FR_ST_MAX_DIMS; /* size 0: a weight format, not a safetensors dtype */
         for (int d = 0; ok && d < p->ndim; d++) ok = p->shape[d] >= 0 && (uint64_t)p->shape[d] <= MAX_EXACT;
         if (ok) b[i] = shape_bytes(p->shape, p->ndim, fr_dtype_size(p->dtype), &ok);
         if (!ok)

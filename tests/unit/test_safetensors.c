@@ -531,6 +531,7 @@ static void test_valid_edge_cases(void) {
     /* Every dtype name parses. */
     for (int d = 0; d < FR_DTYPE_COUNT; d++) {
         char json[256];
+        if (!fr_dtype_size((fr_dtype)d)) continue; /* weight formats (MXFP4, INT4) are not safetensors dtypes */
         snprintf(json, sizeof json, "{\"t\": {\"dtype\": \"%s\", \"shape\": [3], \"data_offsets\": [0, %zu]}}",
                  fr_dtype_name((fr_dtype)d), 3 * fr_dtype_size((fr_dtype)d));
         write_raw(tp(path, sizeof path, "dt.safetensors"), json, 24);
