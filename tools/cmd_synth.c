@@ -3,6 +3,8 @@
  *   frontier synth PRESET|CONFIG.json OUT_DIR [--seed S] [--layers N] [--experts E]
  *                  [--fp8-blocks] [--single-file]
  *   frontier synth PRESET|CONFIG.json --print-config [--layers N] [--experts E] [--fp8-blocks]
+ *   ... [--tokenizer TOKDIR]: copy TOKDIR's tokenizer files into OUT_DIR and size the
+ *   vocabulary (and BOS/EOS ids) to that tokenizer, so the checkpoint runs text end to end.
  *
  * --print-config writes the config.json the checkpoint would get to stdout and no
  * weights (tests read a real-shaped preset's config this way without writing GBs).
@@ -18,15 +20,68 @@
 #include <sys/stat.h>
 
 #include "args.h"
+#include "tokenizer/tokenizer.h"
 #include "io/json_util.h"
 #include "model/synth.h"
 
 #define USAGE                                                                              \
     "usage: frontier synth PRESET|CONFIG.json OUT_DIR [--seed S] [--layers N] [--experts E]" \
-    " [--fp8-blocks] [--single-file] | PRESET|CONFIG.json --print-config [...]"
+    " [--fp8-blocks] [--single-file] [--tokenizer TOKDIR] | PRESET|CONFIG.json --print-config [...]"
 #define MAX_CONFIG_BYTES (16u << 20)
 
 int fr_cmd_synth(int argc, char **argv);
+
+/* Files a checkpoint's tokenizer and chat template live in (those present are copied). */
+static const char *const TOKENIZER_FILES[] = {"tokenizer.json", "tokenizer_config.json", "tiktoken.model",
+                                               "special_tokens_map.json", "chat_template.jinja"};
+
+static fr_status copy_file(const char *from, const char *to, fr_error *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    fr_status rc = fr_read_file(from, FR_TOK_MAX_JSON, &buf, &len, err);
+    if (rc) return rc;
+    FILE *f = fopen(to, "wb");
+    if (!f) {
+        free(buf);
+        return fr_fail(err, FR_ERR_IO, "create %s", to);
+    }
+    size_t w = fwrite(buf, 1, len, f);
+    free(buf);
+    if (fclose(f) != 0 || w != len) return fr_fail(err, FR_ERR_IO, "write %s", to);
+    return FR_OK;
+}
+
+/* Set vocab_size (and the BOS/EOS ids the tokenizer names) in the config text. */
+static fr_status size_to_tokenizer(char **json, const char *tokdir, fr_error *err) {
+    fr_tokenizer *tok = NULL;
+    fr_status rc = fr_tokenizer_load(tokdir, &tok, err);
+    if (rc) return rc;
+    cJSON *root = cJSON_Parse(*json);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        fr_tokenizer_free(tok);
+        return fr_fail(err, FR_ERR_FORMAT, "config is not a JSON object");
+    }
+    cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+    if (!cJSON_IsObject(text)) text = root;
+    struct { const char *key; double v; } set[] = {
+        {"vocab_size", (double)fr_tokenizer_vocab_size(tok)},
+        {"bos_token_id", (double)fr_tokenizer_bos_id(tok)},
+        {"eos_token_id", (double)fr_tokenizer_eos_id(tok)},
+    };
+    for (size_t i = 0; i < sizeof set / sizeof *set; i++) {
+        if (set[i].v < 0) continue; /* the tokenizer names no such token: keep the config's */
+        cJSON_DeleteItemFromObjectCaseSensitive(text, set[i].key);
+        cJSON_AddNumberToObject(text, set[i].key, set[i].v);
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    fr_tokenizer_free(tok);
+    if (!out) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
+    free(*json);
+    *json = out;
+    return FR_OK;
+}
 
 /* Library messages name their module ("synth: ..."); the CLI prefix already does. */
 static const char *msg_of(const fr_error *err) {
@@ -48,7 +103,7 @@ static bool is_config_path(const char *s) {
 
 int fr_cmd_synth(int argc, char **argv) {
     fr_synth_opts opts = {0};
-    const char *src = NULL, *out = NULL;
+    const char *src = NULL, *out = NULL, *tokdir = NULL;
     bool seen_seed = false, seen_layers = false, seen_experts = false, print_config = false;
     fr_error err = {0};
 
@@ -80,6 +135,8 @@ int fr_cmd_synth(int argc, char **argv) {
             seen_experts = true;
         } else if (strcmp(a, "--fp8-blocks") == 0) {
             opts.fp8_blocks = true;
+        } else if (strcmp(a, "--tokenizer") == 0) {
+            if (!(tokdir = fr_arg_value(argc, argv, &i, &err))) return usage_error(&err);
         } else if (strcmp(a, "--print-config") == 0) {
             print_config = true;
         } else if (strcmp(a, "--single-file") == 0) {
@@ -110,6 +167,7 @@ int fr_cmd_synth(int argc, char **argv) {
         fprintf(stderr, "frontier synth: %s\n", msg_of(&err));
         return 2;
     }
+    if (!rc && tokdir) rc = size_to_tokenizer(&json, tokdir, &err);
     if (!rc) rc = fr_synth_edit_json(json, &opts, &edited, &err);
     if (!rc && print_config) {
         printf("%s\n", edited);
@@ -118,6 +176,13 @@ int fr_cmd_synth(int argc, char **argv) {
         return 0;
     }
     if (!rc) rc = fr_synth_write(edited, &opts, out, &err);
+    for (size_t i = 0; !rc && tokdir && i < sizeof TOKENIZER_FILES / sizeof *TOKENIZER_FILES; i++) {
+        char from[4096], to[4096];
+        snprintf(from, sizeof from, "%s/%s", tokdir, TOKENIZER_FILES[i]);
+        snprintf(to, sizeof to, "%s/%s", out, TOKENIZER_FILES[i]);
+        struct stat st;
+        if (stat(from, &st) == 0) rc = copy_file(from, to, &err);
+    }
     if (!rc) rc = fr_st_open_dir(out, &set, &err);
     free(json);
     free(edited);
