@@ -13,6 +13,7 @@
 #include "args.h"
 #include "backend/cpu/matmul.h"
 #include "model/forward.h"
+#include "model/quantize.h"
 #include "model/synth.h"
 
 static double now_s(void) {
@@ -29,7 +30,7 @@ static int cmp_double(const void *a, const void *b) {
 static int usage(const char *msg) {
     if (msg) return fprintf(stderr, "frontier bench: %s\n", msg), 2;
     fprintf(stderr, "usage: frontier bench (DIR | --preset P --load-format dummy [--layers N] [--experts E] [--fp8-blocks])\n"
-                    "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--json]\n");
+                    "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--quantize-experts mxfp4] [--json]\n");
     return 2;
 }
 
@@ -44,7 +45,7 @@ static int64_t attention_bytes(const fr_layer *L) {
 int fr_cmd_bench(int argc, char **argv) {
     const char *dir = NULL, *preset = NULL, *load_format = NULL;
     int64_t n_prompt = 512, n_gen = 128, threads = 0, layers = 0, experts = 0;
-    bool json = false, fp8 = false;
+    bool json = false, fp8 = false, q_experts = false;
     fr_error err = {0};
     if (argc < 2) return usage(NULL);
     for (int i = 1; i < argc; i++) {
@@ -63,6 +64,7 @@ int fr_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &n_gen, &err); }
         else if (!strcmp(a, "-t")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &threads, &err); }
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--quantize-experts")) { VAL(); if (strcmp(v, "mxfp4")) return usage("--quantize-experts supports mxfp4 only"); q_experts = true; }
         else return usage("unknown option");
 #undef VAL
         if (rc) return usage(err.msg);
@@ -83,7 +85,10 @@ int fr_cmd_bench(int argc, char **argv) {
     if (dir) {
         if ((rc = fr_model_load(dir, &m, &err))) goto out;
     } else {
-        fr_synth_opts so = {.seed = 1, .layers = (int)layers, .experts = (int)experts, .fp8_blocks = fp8};
+        /* Random weights: with --quantize-experts the generator writes the experts as MXFP4
+         * itself (core/mx's quantizer on the same values), so no BF16 copy is ever held. */
+        fr_synth_opts so = {.seed = 1, .layers = (int)layers, .experts = (int)experts, .fp8_blocks = fp8,
+                            .mxfp4_experts = q_experts};
         fr_config cfg;
         fr_st_set *st = NULL;
         if ((rc = fr_synth_preset_json(preset, &json_text, &err))) goto out;
@@ -92,6 +97,9 @@ int fr_cmd_bench(int argc, char **argv) {
         if ((rc = fr_model_from_set(&cfg, st, &m, &err))) goto out;
     }
     t_load = now_s() - t_load;
+    double t_quant = now_s();
+    if (q_experts && dir && (rc = fr_model_quantize_experts(m, FR_QFMT_MXFP4, &err))) goto out;
+    t_quant = now_s() - t_quant;
     const fr_config *c = &m->cfg;
 
     /* The ceiling: streaming reads of a buffer far larger than the caches. */
@@ -142,19 +150,25 @@ int fr_cmd_bench(int argc, char **argv) {
     const double gbs = total / t_step / 1e9;
     fr_model_stats st;
     fr_model_stats_compute(m, &st);
+    const int xf = st.format_by_group[FR_QGROUP_EXPERTS];
+    const char *experts_fmt = xf >= 0 ? fr_qformat_name((fr_qformat)xf) : "none";
 
     if (json) {
         printf("{\"model\":\"%s\",\"layers\":%d,\"threads\":%d,\"isa\":\"%s\",\"params_total\":%lld,\"params_active\":%lld,"
                "\"prompt_tokens\":%lld,\"decode_tokens\":%lld,\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.4f,"
                "\"decode_step_median_s\":%.6f,\"bytes_per_token\":%.0f,\"bytes_attention\":%lld,\"bytes_ffn\":%.0f,"
                "\"bytes_head\":%lld,\"bytes_kv\":%.0f,\"achieved_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,"
-               "\"bandwidth_fraction\":%.4f}\n",
+               "\"bandwidth_fraction\":%.4f,\"experts_format\":\"%s\",\"quantize_experts_s\":%.3f}\n",
                dir ? dir : preset, c->n_layers, be->n_threads, fr_isa_name(fr_isa_active()), (long long)st.params_total,
                (long long)st.params_active, (long long)n_prompt, (long long)n_gen, (double)n_prompt / t_prefill,
-               1.0 / t_step, t_step, total, (long long)attn, ffn, (long long)head, kv, gbs, bw / 1e9, gbs * 1e9 / bw);
+               1.0 / t_step, t_step, total, (long long)attn, ffn, (long long)head, kv, gbs, bw / 1e9, gbs * 1e9 / bw,
+               experts_fmt, q_experts && dir ? t_quant : 0.0);
     } else {
-        printf("frontier bench: %s, %d layers, %d threads, %s kernels (load %.1f s)\n", dir ? dir : preset,
-               c->n_layers, be->n_threads, fr_isa_name(fr_isa_active()), t_load);
+        printf("frontier bench: %s, %d layers, %d threads, %s kernels, %s experts (load %.1f s", dir ? dir : preset,
+               c->n_layers, be->n_threads, fr_isa_name(fr_isa_active()), experts_fmt, t_load);
+        if (q_experts && dir) printf(", experts quantized at load in %.1f s", t_quant);
+        if (q_experts && !dir) printf(", experts generated as MXFP4");
+        printf(")\n");
         printf("| metric                          | value        |\n");
         printf("|---------------------------------|--------------|\n");
         printf("| prefill tok/s (p=%-6lld)        | %12.2f |\n", (long long)n_prompt, (double)n_prompt / t_prefill);

@@ -36,9 +36,14 @@ int fr_cmd_info(int argc, char **argv) {
         printf("MoE              %d routed (top %d, %d groups keep %d), %d shared, width %lld, scale %.3f\n",
                c->n_routed_experts, c->n_experts_per_tok, c->n_group, c->topk_group, c->n_shared_experts,
                (long long)c->moe_intermediate_size, c->routed_scaling_factor);
-    if (c->quant.fp8)
-        printf("quantization     fp8 e4m3, %dx%d blocks%s\n", c->quant.block_rows, c->quant.block_cols,
-               c->quant.ue8m0 ? ", ue8m0 scales" : "");
+    if (c->quant.method[0]) {
+        printf("quantization     %s", c->quant.method);
+        if (c->quant.fp8)
+            printf(", fp8 e4m3 %dx%d blocks%s", c->quant.block_rows, c->quant.block_cols,
+                   c->quant.ue8m0 ? ", ue8m0 scales" : "");
+        if (c->quant.group_size) printf(", 4-bit groups of %d", c->quant.group_size);
+        printf("\n");
+    }
     human(a, sizeof a, (double)s.params_total, "");
     human(b, sizeof b, (double)s.params_active, "");
     human(d, sizeof d, (double)s.params_mtp, "");
@@ -50,6 +55,19 @@ int fr_cmd_info(int argc, char **argv) {
         human(a, sizeof a, (double)s.bytes_by_dtype[t], "B");
         printf(" %s %s;", fr_dtype_name((fr_dtype)t), a);
     }
+    /* Each module group as bound: the format its weights are stored in and their bytes
+     * (with scales); MTP layers are not bound and not counted here. */
+    printf("\nmodule groups   ");
+    const char *sep = "";
+    for (int g = 0; g < FR_QGROUP_COUNT; g++) {
+        if (s.format_by_group[g] < 0) continue;
+        human(a, sizeof a, (double)s.bytes_by_group[g], "B");
+        printf("%s %s %s %s", sep, fr_qgroup_name((fr_qgroup)g),
+               fr_qformat_name((fr_qformat)s.format_by_group[g]), a);
+        sep = ";";
+    }
+    human(a, sizeof a, (double)s.bytes_other, "B");
+    printf("%s other (embeddings, head, norms, router) %s", sep, a);
     printf("\nKV cache         %lld bytes/token in BF16 (%lld in this build's float32 CPU cache)\n",
            (long long)s.kv_bytes_per_token_bf16, (long long)s.kv_bytes_per_token);
     printf("stop ids        ");

@@ -8,6 +8,7 @@
 #include "args.h"
 #include "engine/sampler.h"
 #include "model/forward.h"
+#include "model/quantize.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -19,8 +20,17 @@ typedef struct {
     const char *dir, *ids_arg, *out;
     int64_t n_predict, threads, decode_from;
     bool has_decode_from;
+    bool quantize_experts; /* --quantize-experts mxfp4 */
     fr_sampler_params sp;
 } run_opts;
+
+/* --quantize-experts FORMAT: mxfp4 is the one format converted at load time. */
+static fr_status parse_quantize(const char *v, run_opts *o, fr_error *err) {
+    if (strcmp(v, "mxfp4") != 0)
+        return fr_fail(err, FR_ERR_INVALID, "--quantize-experts \"%s\" is not supported (supported: mxfp4)", v);
+    o->quantize_experts = true;
+    return FR_OK;
+}
 
 /* Parse options shared by run and logits. Returns FR_OK or sets err. */
 static fr_status parse(int argc, char **argv, bool logits, run_opts *o, fr_error *err) {
@@ -39,6 +49,7 @@ static fr_status parse(int argc, char **argv, bool logits, run_opts *o, fr_error
 #define VAL() if (!(v = fr_arg_value(argc, argv, &i, err))) return err->code
         if (!strcmp(a, "--ids")) { VAL(); o->ids_arg = v; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &o->threads, err); }
+        else if (!strcmp(a, "--quantize-experts")) { VAL(); rc = parse_quantize(v, o, err); }
         else if (logits && !strcmp(a, "--out")) { VAL(); o->out = v; }
         else if (logits && !strcmp(a, "--decode-from")) { VAL(); rc = fr_arg_i64(a, v, 0, INT32_MAX, &o->decode_from, err); o->has_decode_from = true; }
         else if (!logits && !strcmp(a, "-n")) { VAL(); rc = fr_arg_i64(a, v, 0, 1 << 24, &o->n_predict, err); }
@@ -78,6 +89,11 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
     if (rc) return rc;
     if ((rc = fr_cpu_backend_create((int)o->threads, &c->be, err))) return rc;
     if ((rc = fr_model_load(o->dir, &c->model, err))) return rc;
+    if (o->quantize_experts) {
+        double t0 = now_s();
+        if ((rc = fr_model_quantize_experts(c->model, FR_QFMT_MXFP4, err))) return rc;
+        fprintf(stderr, "routed experts quantized to MXFP4 at load in %.2f s\n", now_s() - t0);
+    }
     for (int64_t i = 0; i < c->n_ids; i++)
         if (c->ids[i] >= c->model->cfg.vocab_size)
             return fr_fail(err, FR_ERR_INVALID, "token id %d (position %lld) is outside the vocabulary [0, %lld)",
@@ -88,7 +104,7 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
 int fr_cmd_logits(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
-    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS]\n"), 2;
+    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS] [--quantize-experts mxfp4]\n"), 2;
     if (parse(argc, argv, true, &o, &err)) return fr_cli_error("logits", &err), 2;
     run_ctx c;
     fr_status rc = setup(&o, 0, &c, &err);
@@ -136,7 +152,7 @@ int fr_cmd_run(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
     if (argc < 2)
-        return fprintf(stderr, "usage: frontier run DIR --ids 1,2,3 [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS]\n"), 2;
+        return fprintf(stderr, "usage: frontier run DIR --ids 1,2,3 [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--quantize-experts mxfp4]\n"), 2;
     if (parse(argc, argv, false, &o, &err)) return fr_cli_error("run", &err), 2;
     run_ctx c;
     fr_sampler smp = {0};

@@ -143,17 +143,23 @@ static fr_status parse_rope(ctx_t *c, const cJSON *text, fr_config *cfg) {
     return FR_OK;
 }
 
-static fr_status parse_quant(ctx_t *c, const cJSON *q, fr_config *cfg) {
-    memset(&cfg->quant, 0, sizeof cfg->quant);
-    if (!q) return FR_OK;
-    if (!cJSON_IsObject(q)) return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"quantization_config\" must be an object", c->file);
-    const char *method = get_str(q, "quant_method");
-    if (!method) return fr_fail(c->err, FR_ERR_FORMAT, "%s: quantization_config has no \"quant_method\"", c->file);
-    if (strcmp(method, "fp8") != 0)
-        return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: quant_method \"%s\" is not supported yet (supported: fp8)", c->file, method);
-    const char *fmt = get_str(q, "fmt");
-    if (fmt && strcmp(fmt, "e4m3") != 0)
-        return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: fp8 fmt \"%s\" is not supported (supported: e4m3)", c->file, fmt);
+static const char *const qformat_names[FR_QFMT_COUNT] = {"bf16", "fp8", "mxfp4", "int4"};
+static const char *const qgroup_names[FR_QGROUP_COUNT] = {"attention", "dense", "shared_experts", "experts"};
+
+const char *fr_qformat_name(fr_qformat f) { return (unsigned)f < FR_QFMT_COUNT ? qformat_names[f] : "?"; }
+const char *fr_qgroup_name(fr_qgroup g) { return (unsigned)g < FR_QGROUP_COUNT ? qgroup_names[g] : "?"; }
+
+int fr_qformat_parse(const char *s, fr_qformat *out) {
+    for (int i = 0; i < FR_QFMT_COUNT; i++)
+        if (strcmp(s, qformat_names[i]) == 0) {
+            *out = (fr_qformat)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* "weight_block_size": [rows, cols] of FP8 block scaling. */
+static fr_status parse_block_size(ctx_t *c, const cJSON *q, fr_config *cfg) {
     const cJSON *bs = field(q, "weight_block_size");
     if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2)
         return fr_fail(c->err, FR_ERR_FORMAT, "%s: fp8 quantization_config needs \"weight_block_size\": [rows, cols]", c->file);
@@ -164,11 +170,138 @@ static fr_status parse_quant(ctx_t *c, const cJSON *q, fr_config *cfg) {
             return fr_fail(c->err, FR_ERR_FORMAT, "%s: weight_block_size must hold two integers in [1, 65536]", c->file);
         b[i] = (int)e->valuedouble;
     }
+    const char *fmt = get_str(q, "fmt");
+    if (fmt && strcmp(fmt, "e4m3") != 0)
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: fp8 fmt \"%s\" is not supported (supported: e4m3)",
+                       c->file, fmt);
     const char *sf = get_str(q, "scale_fmt");
     cfg->quant.fp8 = true;
     cfg->quant.block_rows = b[0];
     cfg->quant.block_cols = b[1];
     cfg->quant.ue8m0 = sf && strcmp(sf, "ue8m0") == 0;
+    return FR_OK;
+}
+
+/* compressed-tensors "pack-quantized" INT4 as Kimi K2-Thinking / K2.5 ship it (ARCH 7.3):
+ * one config group of symmetric 4-bit integer weights in groups of 32, no activation
+ * quantization. Its `ignore` list is not interpreted: the loader expects routed experts
+ * in INT4 and everything else unquantized, and checks every tensor against that. */
+static fr_status parse_compressed_tensors(ctx_t *c, const cJSON *q, fr_config *cfg) {
+    const char *fmt = get_str(q, "format");
+    if (!fmt || strcmp(fmt, "pack-quantized") != 0)
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED,
+                       "%s: compressed-tensors format \"%s\" is not supported (supported: pack-quantized)",
+                       c->file, fmt ? fmt : "(missing)");
+    const char *status = get_str(q, "quantization_status");
+    if (status && strcmp(status, "compressed") != 0)
+        return fr_fail(
+            c->err, FR_ERR_UNSUPPORTED,
+            "%s: compressed-tensors quantization_status \"%s\" is not supported (supported: compressed)",
+            c->file, status);
+    if (field(q, "kv_cache_scheme"))
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: compressed-tensors kv_cache_scheme is not supported",
+                       c->file);
+    const cJSON *groups = field(q, "config_groups");
+    if (!cJSON_IsObject(groups) || cJSON_GetArraySize(groups) != 1)
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED,
+                       "%s: compressed-tensors needs \"config_groups\" with exactly one group", c->file);
+    const cJSON *g = groups->child;
+    const cJSON *w = cJSON_IsObject(g) ? field(g, "weights") : NULL;
+    if (!cJSON_IsObject(w))
+        return fr_fail(c->err, FR_ERR_FORMAT,
+                       "%s: compressed-tensors config group \"%s\" has no \"weights\" object", c->file,
+                       g->string);
+    if (field(g, "input_activations") || field(g, "output_activations"))
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED,
+                       "%s: compressed-tensors activation quantization is not supported", c->file);
+    int64_t bits, gs;
+    TRY(get_int(c, w, "num_bits", true, 0, 1, 64, &bits));
+    const char *type = get_str(w, "type"), *strategy = get_str(w, "strategy");
+    bool sym, dyn;
+    TRY(get_bool(c, w, "symmetric", false, &sym));
+    TRY(get_bool(c, w, "dynamic", false, &dyn));
+    TRY(get_int(c, w, "group_size", strategy && !strcmp(strategy, "group"), 0, 1, 1 << 20, &gs));
+    if (bits != 4 || !type || strcmp(type, "int") != 0 || !sym || dyn || !strategy ||
+        strcmp(strategy, "group") != 0 || gs != 32)
+        return fr_fail(
+            c->err, FR_ERR_UNSUPPORTED,
+            "%s: compressed-tensors weights {num_bits %lld, type %s, symmetric %s, strategy %s, group_size %lld%s}"
+            " are not supported (supported: 4-bit symmetric int, strategy group, group_size 32)",
+            c->file, (long long)bits, type ? type : "?", sym ? "true" : "false", strategy ? strategy : "?",
+            (long long)gs, dyn ? ", dynamic" : "");
+    cfg->quant.group[FR_QGROUP_EXPERTS] = FR_QFMT_INT4;
+    cfg->quant.group_size = 32;
+    return FR_OK;
+}
+
+/* quant_method "frontier": what `frontier quantize` writes. format_by_group names each
+ * module group's format; a group left out is bf16 (unquantized). */
+static fr_status parse_frontier(ctx_t *c, const cJSON *q, fr_config *cfg) {
+    const cJSON *fg = field(q, "format_by_group");
+    if (!cJSON_IsObject(fg))
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: quant_method frontier needs a \"format_by_group\" object",
+                       c->file);
+    bool any_fp8 = false, any4 = false;
+    for (const cJSON *e = fg->child; e; e = e->next) {
+        int g = 0;
+        while (g < FR_QGROUP_COUNT && strcmp(e->string, qgroup_names[g]) != 0) g++;
+        if (g == FR_QGROUP_COUNT)
+            return fr_fail(
+                c->err, FR_ERR_FORMAT,
+                "%s: format_by_group has an unknown module group \"%.64s\" (groups: attention, dense, shared_experts, experts)",
+                c->file, e->string);
+        fr_qformat f;
+        if (!cJSON_IsString(e) || fr_qformat_parse(e->valuestring, &f) != 0)
+            return fr_fail(
+                c->err, FR_ERR_UNSUPPORTED,
+                "%s: format_by_group.%s names an unknown format \"%.64s\" (supported: bf16, fp8, mxfp4, int4)",
+                c->file, e->string, cJSON_IsString(e) ? e->valuestring : "(not a string)");
+        /* Attention reads kv_b per head and transposed: 4-bit kernels do not cover that. */
+        if (g == FR_QGROUP_ATTENTION && (f == FR_QFMT_MXFP4 || f == FR_QFMT_INT4))
+            return fr_fail(c->err, FR_ERR_UNSUPPORTED,
+                           "%s: attention weights in %s are not supported (supported: bf16, fp8)", c->file,
+                           qformat_names[f]);
+        cfg->quant.group[g] = f;
+        any_fp8 |= f == FR_QFMT_FP8;
+        any4 |= f == FR_QFMT_MXFP4 || f == FR_QFMT_INT4;
+    }
+    if (any_fp8) TRY(parse_block_size(c, q, cfg));
+    if (any4) {
+        int64_t gs;
+        TRY(get_int(c, q, "group_size", false, 32, 1, 1 << 20, &gs));
+        if (gs != 32)
+            return fr_fail(c->err, FR_ERR_UNSUPPORTED,
+                           "%s: 4-bit group_size %lld is not supported (supported: 32)", c->file,
+                           (long long)gs);
+        cfg->quant.group_size = 32;
+    }
+    return FR_OK;
+}
+
+static fr_status parse_quant(ctx_t *c, const cJSON *q, fr_config *cfg) {
+    memset(&cfg->quant, 0, sizeof cfg->quant);
+    if (!q) return FR_OK;
+    if (!cJSON_IsObject(q))
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"quantization_config\" must be an object", c->file);
+    const char *method = get_str(q, "quant_method");
+    if (!method)
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: quantization_config has no \"quant_method\"", c->file);
+    if (strcmp(method, "fp8") == 0) {
+        /* DeepSeek block FP8: every linear weight may be FP8; the release keeps a few BF16. */
+        for (int g = 0; g < FR_QGROUP_COUNT; g++) cfg->quant.group[g] = FR_QFMT_FP8;
+        cfg->quant.fp8_lenient = true;
+        TRY(parse_block_size(c, q, cfg));
+    } else if (strcmp(method, "compressed-tensors") == 0) {
+        TRY(parse_compressed_tensors(c, q, cfg));
+    } else if (strcmp(method, "frontier") == 0) {
+        TRY(parse_frontier(c, q, cfg));
+    } else {
+        return fr_fail(
+            c->err, FR_ERR_UNSUPPORTED,
+            "%s: quant_method \"%.64s\" is not supported (supported: fp8, compressed-tensors, frontier)",
+            c->file, method);
+    }
+    snprintf(cfg->quant.method, sizeof cfg->quant.method, "%s", method);
     return FR_OK;
 }
 

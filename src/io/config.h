@@ -16,6 +16,28 @@
 #define FR_MAX_LAYERS 1024
 #define FR_MAX_EXPERTS 4096
 
+/* Stored formats of a module group's linear weights. BF16 stands for "not quantized"
+ * (F32, F16 or BF16 tensors). */
+typedef enum { FR_QFMT_BF16 = 0, FR_QFMT_FP8, FR_QFMT_MXFP4, FR_QFMT_INT4, FR_QFMT_COUNT } fr_qformat;
+
+/* Module groups: the linear weights a quantization_config speaks about. Embeddings,
+ * lm_head, norms and the router belong to none and are never quantized. MTP layers
+ * follow the groups of the main layers. */
+typedef enum {
+    FR_QGROUP_ATTENTION, /* q_a/q_b (or q), kv_a_proj_with_mqa, kv_b, o */
+    FR_QGROUP_DENSE,     /* mlp.{gate,up,down}_proj of the dense layers */
+    FR_QGROUP_SHARED,    /* mlp.shared_experts.* */
+    FR_QGROUP_EXPERTS,   /* mlp.experts.E.* (routed) */
+    FR_QGROUP_COUNT
+} fr_qgroup;
+
+/* "bf16", "fp8", "mxfp4", "int4" */
+const char *fr_qformat_name(fr_qformat f);
+/* 0 and *out, or -1 for an unknown name. */
+int fr_qformat_parse(const char *s, fr_qformat *out);
+/* "attention", "dense", "shared_experts", "experts" (the format_by_group keys) */
+const char *fr_qgroup_name(fr_qgroup g);
+
 typedef struct {
     char architecture[64];  /* "DeepseekV3ForCausalLM", ... */
     char model_type[32];    /* of the text model: "deepseek_v3", "kimi_k2" */
@@ -54,10 +76,16 @@ typedef struct {
     bool tie_word_embeddings;
     int num_nextn_predict_layers;
 
+    /* quantization_config: the stored format of each module group's linear weights.
+     * Every tensor's stored form is checked against it when the model binds (model.c). */
     struct {
-        bool fp8;                 /* quant_method fp8, fmt e4m3 */
+        char method[24]; /* quant_method: "" (none), "fp8", "compressed-tensors", "frontier" */
+        fr_qformat group[FR_QGROUP_COUNT];
+        bool fp8;                   /* some group is FP8: block_rows/cols are valid */
+        bool fp8_lenient;           /* quant_method fp8: an FP8 group may also hold BF16 tensors */
         int block_rows, block_cols; /* weight_block_size */
         bool ue8m0;               /* scale_fmt ue8m0 (power-of-two scales) */
+        int group_size;           /* MXFP4 / INT4 elements per scale (32) when any group is 4-bit */
     } quant;
 
     int32_t bos_token_id;         /* -1 when absent */

@@ -4,7 +4,10 @@
  * safetensors mmap, checking each tensor's dtype and shape against what the
  * config implies (a config that contradicts its tensors is an error naming the
  * tensor, expected and found). Nothing is copied or dequantized. The model owns
- * its safetensors set; weights live as long as the model.
+ * its safetensors set; weights live as long as the model. Linear weights may be
+ * stored 4-bit (MXFP4 blocks, compressed-tensors INT4): see model.c. The one
+ * exception to "nothing is copied" is fr_model_quantize_experts (quantize.h), which
+ * replaces the routed experts' views with MXFP4 copies the layer owns.
  *
  * MTP layers (index >= num_hidden_layers) are not bound for the main model: they
  * come with speculative decoding. */
@@ -32,6 +35,7 @@ typedef struct {
     fr_weight router, router_bias;     /* [E, D], [E] */
     fr_weight *exp_gate, *exp_up, *exp_down; /* [E] each; owned array of views */
     fr_mlp *experts;                   /* [E] views of the above, as the backend takes them */
+    void *expert_mem;                  /* owned: experts converted at load time, else NULL */
 } fr_layer;
 
 typedef struct {
@@ -52,12 +56,25 @@ fr_status fr_model_from_set(const fr_config *cfg, fr_st_set *st, fr_model **out,
 
 void fr_model_free(fr_model *m);
 
+/* Bind one linear weight `name` ("....weight") of module group `group` as an [rows, cols]
+ * view, in whichever form st stores it, checked against cfg's quantization_config
+ * (what fr_model_from_set does for every layer; `frontier quantize` uses it alone). */
+fr_status fr_model_bind_linear(const fr_config *cfg, const fr_st_set *st, const char *name, int64_t rows,
+                               int64_t cols, fr_qgroup group, fr_weight *w, fr_error *err);
+
 /* Parameter and byte accounting for `frontier info` and benchmarks. */
 typedef struct {
     int64_t params_total;        /* every weight element of the main model (no scales, no MTP) */
     int64_t params_mtp;          /* elements of MTP layers */
     int64_t params_active;       /* per token: all but unchosen routed experts */
     int64_t bytes_by_dtype[FR_DTYPE_COUNT]; /* stored bytes of every tensor in the checkpoint */
+    /* Per module group of the main model (as bound, so after any load-time conversion):
+     * the format its weights are in and the bytes they (with their scales) take.
+     * format -1 when the group has no weights in this model; "other" is embeddings,
+     * head, norms and router. */
+    int format_by_group[FR_QGROUP_COUNT];
+    int64_t bytes_by_group[FR_QGROUP_COUNT];
+    int64_t bytes_other;
     int64_t kv_bytes_per_token_bf16; /* latent cache per token, all layers, BF16 */
     int64_t kv_bytes_per_token;      /* as this build's CPU cache holds it (float32) */
 } fr_model_stats;

@@ -8,6 +8,9 @@
  * is shared by fr_synth_write (files) and fr_synth_memory (an in-memory set), so
  * the two can never disagree. Tensor bytes are produced on demand by synth_fill(),
  * one tensor at a time, so memory stays bounded by the largest single tensor.
+ * Each linear weight is stored in the format its module group has in the config's
+ * quantization_config (fr_config.quant): BF16, FP8 blocks, MXFP4 or compressed-tensors
+ * INT4, the 4-bit forms made by core/mx's quantizers from the same f32 values.
  *
  * Every element is a pure function of (seed, tensor name, row, column): a
  * counter-based generator (splitmix64 per row, two 32-bit hashes per column)
@@ -31,6 +34,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../core/mx.h"
 #include "../io/json_util.h"
 
 /* The element loops below are plain C that the compiler vectorises; on x86-64
@@ -215,10 +219,10 @@ static const char preset_deepseek_v3[] =
     "}\n";
 
 /* moonshotai/Kimi-K2.5 (ARCH.md 2.3): the vision-language wrapper around a
- * DeepseekV3 text model. The release stores routed experts as compressed-tensors
- * INT4 (ARCH.md 7.3); that format is not generated yet, so this preset carries no
- * quantization_config and every linear weight is BF16 (or FP8 with --fp8-blocks).
- * The vision config is kept for realism; vision tensors are not written. */
+ * DeepseekV3 text model. Routed experts are compressed-tensors INT4 as released
+ * (ARCH.md 7.3; the same quantization_config in text_config and at the top level),
+ * everything else BF16. The vision config is kept for realism; vision tensors are
+ * not written. */
 static const char preset_kimi_k25[] =
     "{\n"
     "  \"architectures\": [\"KimiK25ForConditionalGeneration\"],\n"
@@ -236,6 +240,24 @@ static const char preset_kimi_k25[] =
     "  \"video_placeholder\": \"<|kimi_k25_video_placeholder|>\",\n"
     "  \"tie_word_embeddings\": false,\n"
     "  \"torch_dtype\": \"bfloat16\",\n"
+    "  \"quantization_config\": {\n"
+    "    \"config_groups\": {\n"
+    "      \"group_0\": {\n"
+    "        \"input_activations\": null,\n"
+    "        \"output_activations\": null,\n"
+    "        \"targets\": [\"Linear\"],\n"
+    "        \"weights\": {\"actorder\": null, \"block_structure\": null, \"dynamic\": false,"
+    " \"group_size\": 32, \"num_bits\": 4, \"observer\": \"minmax\", \"observer_kwargs\": {},"
+    " \"strategy\": \"group\", \"symmetric\": true, \"type\": \"int\"}\n"
+    "      }\n"
+    "    },\n"
+    "    \"format\": \"pack-quantized\",\n"
+    "    \"ignore\": [\"lm_head\", \"re:.*self_attn.*\", \"re:.*shared_experts.*\","
+    " \"re:.*mlp\\\\.(gate|up|gate_up|down)_proj.*\"],\n"
+    "    \"kv_cache_scheme\": null,\n"
+    "    \"quant_method\": \"compressed-tensors\",\n"
+    "    \"quantization_status\": \"compressed\"\n"
+    "  },\n"
     "  \"text_config\": {\n"
     "    \"architectures\": [\"DeepseekV3ForCausalLM\"],\n"
     "    \"model_type\": \"deepseek_v3\",\n"
@@ -268,6 +290,24 @@ static const char preset_kimi_k25[] =
     "    \"q_lora_rank\": 1536,\n"
     "    \"qk_nope_head_dim\": 128,\n"
     "    \"qk_rope_head_dim\": 64,\n"
+    "    \"quantization_config\": {\n"
+    "      \"config_groups\": {\n"
+    "        \"group_0\": {\n"
+    "          \"input_activations\": null,\n"
+    "          \"output_activations\": null,\n"
+    "          \"targets\": [\"Linear\"],\n"
+    "          \"weights\": {\"actorder\": null, \"block_structure\": null, \"dynamic\": false,"
+    " \"group_size\": 32, \"num_bits\": 4, \"observer\": \"minmax\", \"observer_kwargs\": {},"
+    " \"strategy\": \"group\", \"symmetric\": true, \"type\": \"int\"}\n"
+    "        }\n"
+    "      },\n"
+    "      \"format\": \"pack-quantized\",\n"
+    "      \"ignore\": [\"lm_head\", \"re:.*self_attn.*\", \"re:.*shared_experts.*\","
+    " \"re:.*mlp\\\\.(gate|up|gate_up|down)_proj.*\"],\n"
+    "      \"kv_cache_scheme\": null,\n"
+    "      \"quant_method\": \"compressed-tensors\",\n"
+    "      \"quantization_status\": \"compressed\"\n"
+    "    },\n"
     "    \"rms_norm_eps\": 1e-05,\n"
     "    \"rope_scaling\": {\n"
     "      \"beta_fast\": 32.0,\n"
@@ -369,19 +409,87 @@ static const char *quant_method_of(const cJSON *qc) {
 }
 
 /* Refuse configs whose quantization we would not honour: writing BF16 tensors
- * under a config that announces INT4 (say) would give an inconsistent checkpoint. */
+ * under a config that announces GPTQ (say) would give an inconsistent checkpoint.
+ * The methods generated are the ones the loader reads (config.c); their details
+ * are checked when the edited text is parsed. */
 static fr_status check_quant(cJSON *root, fr_error *err) {
     cJSON *objs[2] = {root, text_model_of(root)};
     for (int i = 0; i < 2; i++) {
         cJSON *qc = cJSON_GetObjectItemCaseSensitive(objs[i], "quantization_config");
         if (!qc || cJSON_IsNull(qc)) continue;
-        if (!cJSON_IsObject(qc) || strcmp(quant_method_of(qc), "fp8") != 0)
+        const char *m = quant_method_of(qc);
+        if (!cJSON_IsObject(qc) ||
+            (strcmp(m, "fp8") != 0 && strcmp(m, "compressed-tensors") != 0 && strcmp(m, "frontier") != 0))
             return fr_fail(err, FR_ERR_UNSUPPORTED,
                            "synth: quantization_config quant_method '%s' is not generated"
-                           " (fp8 block scaling only; remove it for BF16 weights)",
-                           quant_method_of(qc));
+                           " (fp8, compressed-tensors INT4, frontier; remove it for BF16 weights)",
+                           m);
     }
     return FR_OK;
+}
+
+/* Replace quantization_config in the text model object and, for a wrapper, at the top
+ * level too (the K2.5 wrapper repeats it there, ARCH.md 2.3). Takes ownership of qc. */
+static fr_status set_quant_config(cJSON *root, cJSON *qc, fr_error *err) {
+    cJSON *text = text_model_of(root);
+    cJSON *objs[2] = {text, text != root ? root : NULL};
+    for (int i = 0; i < 2 && objs[i]; i++) {
+        cJSON *item = i == 0 ? qc : cJSON_Duplicate(qc, 1);
+        if (!item) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+        cJSON_DeleteItemFromObjectCaseSensitive(objs[i], "quantization_config");
+        if (!cJSON_AddItemToObject(objs[i], "quantization_config", item)) {
+            if (i) cJSON_Delete(item);
+            return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+        }
+    }
+    return FR_OK;
+}
+
+/* The config's quantization_config (text model first), or NULL. */
+static cJSON *quant_config_of(cJSON *root) {
+    cJSON *q = cJSON_GetObjectItemCaseSensitive(text_model_of(root), "quantization_config");
+    if (!q || cJSON_IsNull(q)) q = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
+    return q && !cJSON_IsNull(q) ? q : NULL;
+}
+
+/* opts->mxfp4_experts: routed experts MXFP4 under a "frontier" config, the other groups
+ * as they were (fp8 when the config had block FP8, else bf16; the INT4 experts of a
+ * compressed-tensors config become MXFP4). */
+static fr_status make_experts_mxfp4(cJSON *root, fr_error *err) {
+    cJSON *have = quant_config_of(root);
+    const char *m = have ? quant_method_of(have) : "";
+    if (have && strcmp(m, "frontier") == 0) {
+        cJSON *fg = cJSON_GetObjectItemCaseSensitive(have, "format_by_group");
+        if (!cJSON_IsObject(fg)) return FR_OK; /* left for the parser to reject */
+        cJSON *qc = cJSON_Duplicate(have, 1);
+        if (!qc) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+        fg = cJSON_GetObjectItemCaseSensitive(qc, "format_by_group");
+        cJSON_DeleteItemFromObjectCaseSensitive(fg, "experts");
+        cJSON_AddStringToObject(fg, "experts", "mxfp4");
+        return set_quant_config(root, qc, err);
+    }
+    /* compressed-tensors INT4 experts become MXFP4; its other weights are BF16 anyway */
+    const bool fp8 = have && strcmp(m, "fp8") == 0;
+    if (have && !fp8 && strcmp(m, "compressed-tensors") != 0)
+        return fr_fail(err, FR_ERR_UNSUPPORTED,
+                       "synth: MXFP4 experts: config already has quantization_config quant_method '%s'", m);
+    const char *rest = fp8 ? "fp8" : "bf16";
+    char text[512];
+    snprintf(
+        text, sizeof text,
+        "{\"quant_method\": \"frontier\", \"format_by_group\": {\"attention\": \"%s\", \"dense\": \"%s\","
+        " \"shared_experts\": \"%s\", \"experts\": \"mxfp4\"}, \"group_size\": 32}",
+        rest, rest, rest);
+    cJSON *qc = cJSON_Parse(text);
+    if (!qc) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+    if (fp8) { /* keep the FP8 block size and scale format */
+        const char *keep[] = {"fmt", "weight_block_size", "scale_fmt"};
+        for (int i = 0; i < 3; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(have, keep[i]);
+            if (v) cJSON_AddItemToObject(qc, keep[i], cJSON_Duplicate(v, 1));
+        }
+    }
+    return set_quant_config(root, qc, err);
 }
 
 /* Apply opts to a parsed config in place. Idempotent: applying it twice is the
@@ -420,10 +528,8 @@ static fr_status edit_config(cJSON *root, const fr_synth_opts *opts, fr_error *e
             return rc;
     }
     if (opts->fp8_blocks) {
-        const cJSON *have = cJSON_GetObjectItemCaseSensitive(text, "quantization_config");
-        if (!have || cJSON_IsNull(have))
-            have = cJSON_GetObjectItemCaseSensitive(root, "quantization_config");
-        if (have && !cJSON_IsNull(have)) {
+        const cJSON *have = quant_config_of(root);
+        if (have) {
             /* keep an existing fp8 config (and its block size); refuse other methods */
             if (!cJSON_IsObject(have) || strcmp(quant_method_of(have), "fp8") != 0)
                 return fr_fail(err, FR_ERR_UNSUPPORTED,
@@ -431,22 +537,14 @@ static fr_status edit_config(cJSON *root, const fr_synth_opts *opts, fr_error *e
                                " quant_method '%s'",
                                quant_method_of(have));
         } else {
-            /* The K2.5 wrapper repeats the text model's quantization_config at the
-             * top level (ARCH.md 2.3), so write it in both places there. */
-            cJSON *objs[2] = {text, text != root ? root : NULL};
-            for (int i = 0; i < 2 && objs[i]; i++) {
-                cJSON *qc = cJSON_Parse("{\"quant_method\": \"fp8\", \"fmt\": \"e4m3\","
-                                        " \"activation_scheme\": \"dynamic\","
-                                        " \"weight_block_size\": [128, 128]}");
-                if (!qc) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
-                cJSON_DeleteItemFromObjectCaseSensitive(objs[i], "quantization_config");
-                if (!cJSON_AddItemToObject(objs[i], "quantization_config", qc)) {
-                    cJSON_Delete(qc);
-                    return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
-                }
-            }
+            cJSON *qc = cJSON_Parse("{\"quant_method\": \"fp8\", \"fmt\": \"e4m3\","
+                                    " \"activation_scheme\": \"dynamic\","
+                                    " \"weight_block_size\": [128, 128]}");
+            if (!qc) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+            if ((rc = set_quant_config(root, qc, err))) return rc;
         }
     }
+    if (opts->mxfp4_experts && (rc = make_experts_mxfp4(root, err))) return rc;
     return FR_OK;
 }
 
@@ -454,7 +552,7 @@ static fr_status edit_config(cJSON *root, const fr_synth_opts *opts, fr_error *e
  * "key": value. cJSON escapes tabs inside strings, so every raw tab in its
  * output is layout: leading ones become two spaces, the one after ':' a space.
  * Caller frees; NULL when out of memory. */
-static char *print_json(const cJSON *j) {
+char *fr_synth_print_json(const cJSON *j) {
     char *t = cJSON_Print(j);
     if (!t) return NULL;
     size_t n = 0;
@@ -498,7 +596,7 @@ static fr_status edit_to_text(const char *json, const fr_synth_opts *opts, char 
     rc = edit_config(root, opts, err);
     if (!rc) rc = check_quant(root, err);
     if (!rc) {
-        *out = print_json(root);
+        *out = fr_synth_print_json(root);
         if (!*out) rc = fr_fail(err, FR_ERR_NOMEM, "synth: out of memory printing config");
     }
     cJSON_Delete(root);
@@ -601,10 +699,15 @@ static SYNTH_INLINE uint8_t e4m3_rne(float x) {
 /* ---- the tensor plan ---- */
 
 typedef enum {
-    GEN_BF16,  /* mean + std * z, stored BF16 */
-    GEN_F32,   /* mean + std * z, stored F32 */
-    GEN_FP8,   /* std * z, block-quantized to E4M3 */
-    GEN_SCALE, /* the F32 weight_scale_inv of the FP8 tensor `weight` */
+    GEN_BF16,      /* mean + std * z, stored BF16 */
+    GEN_F32,       /* mean + std * z, stored F32 */
+    GEN_FP8,       /* std * z, block-quantized to E4M3 */
+    GEN_SCALE,     /* the F32 weight_scale_inv of the FP8 tensor `weight` */
+    GEN_MX_BLOCKS, /* std * z as MXFP4: U8 [rows, cols / 32, 16] */
+    GEN_MX_SCALES, /* the E8M0 scales [rows, cols / 32] of the MXFP4 tensor `weight` */
+    GEN_I4_PACKED, /* std * z as compressed-tensors INT4: I32 [rows, cols / 8] */
+    GEN_I4_SCALE,  /* the BF16 scales [rows, cols / 32] of the INT4 tensor `weight` */
+    GEN_I4_SHAPE,  /* I32 [2] = {rows, cols} of the INT4 tensor `weight` */
 } gen_kind;
 
 typedef struct {
@@ -612,7 +715,7 @@ typedef struct {
     uint64_t seed;       /* stream of the underlying f32 values */
     float mean, std;
     int64_t rows, cols;  /* the [out, in] matrix (1-D tensors: rows = 1, cols = n) */
-    size_t weight;       /* GEN_SCALE: plan index of its FP8 weight */
+    size_t weight;       /* GEN_SCALE, _SCALES, _SCALE, _SHAPE: plan index of its weight */
     int shard;           /* file index: 0 = embed/norm/head, 1 + l = layer l */
 } gen_param;
 
@@ -625,6 +728,7 @@ typedef struct {
     uint64_t seed;
     bool fp8, ue8m0;
     int br, bc;          /* FP8 block rows, cols */
+    fr_qformat fmt[FR_QGROUP_COUNT]; /* stored format of each module group */
 } synth_plan;
 
 static void plan_free(synth_plan *p) {
@@ -667,7 +771,8 @@ static fr_status plan_push(synth_plan *p, const char *name, fr_dtype dt, int ndi
     s->dtype = dt;
     s->ndim = ndim;
     s->shape[0] = d0;
-    if (ndim == 2) s->shape[1] = d1;
+    if (ndim >= 2) s->shape[1] = d1;
+    if (ndim == 3) s->shape[2] = 16; /* MXFP4 blocks: 16 bytes hold 32 elements */
     p->gen[p->n] = *g;
     p->n++;
     return FR_OK;
@@ -687,41 +792,65 @@ static fr_status add_norm(synth_plan *p, int shard, const char *name, int64_t n,
 }
 
 /* A [rows, cols] weight with values std * z. seed_name names the value stream
- * (the tensor's own name, or the tensor it duplicates). quantizable weights become
- * F8_E4M3 + <name>_scale_inv when the config asks for FP8. */
-static fr_status add_matrix(synth_plan *p, int shard, const char *name, const char *seed_name,
-                            int64_t rows, int64_t cols, float std, bool quantizable,
-                            fr_error *err) {
+ * (the tensor's own name, or the tensor it duplicates). A weight of a module group
+ * (group >= 0) is stored in that group's format: BF16; F8_E4M3 + <name>_scale_inv;
+ * MXFP4 <name>_blocks + <name>_scales; INT4 <name>_packed + _scale + _shape. Weights
+ * of no group (group < 0: embeddings, head, router) are BF16. */
+static fr_status add_matrix(synth_plan *p, int shard, const char *name, const char *seed_name, int64_t rows,
+                            int64_t cols, float std, int group, fr_error *err) {
     gen_param g = {.kind = GEN_BF16, .seed = tensor_seed(p->seed, seed_name), .std = std,
                    .rows = rows, .cols = cols, .shard = shard};
-    if (!(p->fp8 && quantizable)) return plan_push(p, name, FR_DTYPE_BF16, 2, rows, cols, &g, err);
-    g.kind = GEN_FP8;
-    fr_status rc = plan_push(p, name, FR_DTYPE_F8_E4M3, 2, rows, cols, &g, err);
-    if (rc) return rc;
+    const fr_qformat f = group >= 0 ? p->fmt[group] : FR_QFMT_BF16;
     char sname[256];
+    fr_status rc;
+    if (f == FR_QFMT_BF16) return plan_push(p, name, FR_DTYPE_BF16, 2, rows, cols, &g, err);
+    if (f == FR_QFMT_MXFP4 || f == FR_QFMT_INT4) {
+        if (cols % 32)
+            return fr_fail(err, FR_ERR_INVALID,
+                           "synth: %s: %lld input features, not a multiple of the %s group of 32", name,
+                           (long long)cols, fr_qformat_name(f));
+        const bool mx = f == FR_QFMT_MXFP4;
+        gen_param gs = {
+            .kind = mx ? GEN_MX_SCALES : GEN_I4_SCALE, .rows = rows, .cols = cols, .shard = shard};
+        g.kind = mx ? GEN_MX_BLOCKS : GEN_I4_PACKED;
+        snprintf(sname, sizeof sname, "%s_%s", name, mx ? "blocks" : "packed");
+        if ((rc = mx ? plan_push(p, sname, FR_DTYPE_U8, 3, rows, cols / 32, &g, err)
+                     : plan_push(p, sname, FR_DTYPE_I32, 2, rows, cols / 8, &g, err)))
+            return rc;
+        gs.weight = p->n - 1;
+        snprintf(sname, sizeof sname, "%s_%s", name, mx ? "scales" : "scale");
+        if ((rc = plan_push(p, sname, mx ? FR_DTYPE_U8 : FR_DTYPE_BF16, 2, rows, cols / 32, &gs, err)) || mx)
+            return rc;
+        gs.kind = GEN_I4_SHAPE;
+        snprintf(sname, sizeof sname, "%s_shape", name);
+        return plan_push(p, sname, FR_DTYPE_I32, 1, 2, 1, &gs, err);
+    }
+    g.kind = GEN_FP8;
+    rc = plan_push(p, name, FR_DTYPE_F8_E4M3, 2, rows, cols, &g, err);
+    if (rc) return rc;
     snprintf(sname, sizeof sname, "%s_scale_inv", name);
     int64_t sr = (rows + p->br - 1) / p->br, sc = (cols + p->bc - 1) / p->bc;
     gen_param gs = {.kind = GEN_SCALE, .rows = sr, .cols = sc, .weight = p->n - 1, .shard = shard};
     return plan_push(p, sname, FR_DTYPE_F32, 2, sr, sc, &gs, err);
 }
 
-static fr_status add_linear(synth_plan *p, int shard, const char *name, int64_t out, int64_t in,
-                            float gain, fr_error *err) {
-    return add_matrix(p, shard, name, name, out, in, gain / sqrtf((float)in), true, err);
+static fr_status add_linear(synth_plan *p, int shard, const char *name, int64_t out, int64_t in, float gain,
+                            fr_qgroup group, fr_error *err) {
+    return add_matrix(p, shard, name, name, out, in, gain / sqrtf((float)in), (int)group, err);
 }
 
 /* SwiGLU MLP of width `inter` at prefix pre ("...mlp." or "...experts.E."). down_proj
  * is scaled down so the residual stream stays near unit RMS across layers. */
-static fr_status add_mlp(synth_plan *p, int shard, const char *pre, int64_t d, int64_t inter,
+static fr_status add_mlp(synth_plan *p, int shard, const char *pre, int64_t d, int64_t inter, fr_qgroup group,
                          fr_error *err) {
     char nm[256];
     fr_status rc;
     snprintf(nm, sizeof nm, "%sgate_proj.weight", pre);
-    if ((rc = add_linear(p, shard, nm, inter, d, 1.0f, err))) return rc;
+    if ((rc = add_linear(p, shard, nm, inter, d, 1.0f, group, err))) return rc;
     snprintf(nm, sizeof nm, "%sup_proj.weight", pre);
-    if ((rc = add_linear(p, shard, nm, inter, d, 1.0f, err))) return rc;
+    if ((rc = add_linear(p, shard, nm, inter, d, 1.0f, group, err))) return rc;
     snprintf(nm, sizeof nm, "%sdown_proj.weight", pre);
-    return add_linear(p, shard, nm, d, inter, 0.5f, err);
+    return add_linear(p, shard, nm, d, inter, 0.5f, group, err);
 }
 
 #define EMBED_NAME "model.embed_tokens.weight"
@@ -747,35 +876,37 @@ static fr_status add_layer(synth_plan *p, const fr_config *c, int l, fr_error *e
          * value streams and come out byte-identical. */
         const char *head_seed = c->tie_word_embeddings ? EMBED_NAME : HEAD_NAME;
         float head_std = c->tie_word_embeddings ? 1.0f : 1.0f / sqrtf((float)d);
-        TRY(add_matrix(p, shard, NAME("%sembed_tokens.weight", pre), EMBED_NAME,
-                       c->vocab_size, d, 1.0f, false, err));
+        TRY(add_matrix(p, shard, NAME("%sembed_tokens.weight", pre), EMBED_NAME, c->vocab_size, d, 1.0f, -1,
+                       err));
         TRY(add_norm(p, shard, NAME("%senorm.weight", pre), d, err));
         TRY(add_norm(p, shard, NAME("%shnorm.weight", pre), d, err));
-        TRY(add_matrix(p, shard, NAME("%seh_proj.weight", pre), nm, d, 2 * d,
-                       1.0f / sqrtf(2.0f * (float)d), false, err));
+        TRY(add_matrix(p, shard, NAME("%seh_proj.weight", pre), nm, d, 2 * d, 1.0f / sqrtf(2.0f * (float)d),
+                       -1, err));
         TRY(add_norm(p, shard, NAME("%sshared_head.norm.weight", pre), d, err));
-        TRY(add_matrix(p, shard, NAME("%sshared_head.head.weight", pre), head_seed,
-                       c->vocab_size, d, head_std, false, err));
+        TRY(add_matrix(p, shard, NAME("%sshared_head.head.weight", pre), head_seed, c->vocab_size, d,
+                       head_std, -1, err));
     }
 
     TRY(add_norm(p, shard, NAME("%sinput_layernorm.weight", pre), d, err));
     if (c->q_lora_rank > 0) {
-        TRY(add_linear(p, shard, NAME("%sself_attn.q_a_proj.weight", pre), c->q_lora_rank, d,
-                       1.0f, err));
+        TRY(add_linear(p, shard, NAME("%sself_attn.q_a_proj.weight", pre), c->q_lora_rank, d, 1.0f,
+                       FR_QGROUP_ATTENTION, err));
         TRY(add_norm(p, shard, NAME("%sself_attn.q_a_layernorm.weight", pre), c->q_lora_rank,
                      err));
-        TRY(add_linear(p, shard, NAME("%sself_attn.q_b_proj.weight", pre), h * qk,
-                       c->q_lora_rank, 1.0f, err));
+        TRY(add_linear(p, shard, NAME("%sself_attn.q_b_proj.weight", pre), h * qk, c->q_lora_rank, 1.0f,
+                       FR_QGROUP_ATTENTION, err));
     } else {
-        TRY(add_linear(p, shard, NAME("%sself_attn.q_proj.weight", pre), h * qk, d, 1.0f, err));
+        TRY(add_linear(p, shard, NAME("%sself_attn.q_proj.weight", pre), h * qk, d, 1.0f, FR_QGROUP_ATTENTION,
+                       err));
     }
     TRY(add_linear(p, shard, NAME("%sself_attn.kv_a_proj_with_mqa.weight", pre),
-                   (int64_t)c->kv_lora_rank + c->qk_rope_head_dim, d, 1.0f, err));
+                   (int64_t)c->kv_lora_rank + c->qk_rope_head_dim, d, 1.0f, FR_QGROUP_ATTENTION, err));
     TRY(add_norm(p, shard, NAME("%sself_attn.kv_a_layernorm.weight", pre), c->kv_lora_rank, err));
     TRY(add_linear(p, shard, NAME("%sself_attn.kv_b_proj.weight", pre),
-                   h * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, 1.0f, err));
-    TRY(add_linear(p, shard, NAME("%sself_attn.o_proj.weight", pre), d, h * c->v_head_dim, 0.5f,
+                   h * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, 1.0f, FR_QGROUP_ATTENTION,
                    err));
+    TRY(add_linear(p, shard, NAME("%sself_attn.o_proj.weight", pre), d, h * c->v_head_dim, 0.5f,
+                   FR_QGROUP_ATTENTION, err));
     TRY(add_norm(p, shard, NAME("%spost_attention_layernorm.weight", pre), d, err));
 
     if (c->n_routed_experts > 0 && fr_config_layer_is_moe(c, l)) {
@@ -786,24 +917,23 @@ static fr_status add_layer(synth_plan *p, const fr_config *c, int l, fr_error *e
                            " moe_intermediate_size %lld", l, (long long)mi);
         /* Router logits ~ N(0,1) for a unit-RMS input, and a small correction bias:
          * sigmoid scores then spread over all experts instead of collapsing. */
-        TRY(add_matrix(p, shard, NAME("%smlp.gate.weight", pre), nm, e, d,
-                       1.0f / sqrtf((float)d), false, err));
+        TRY(add_matrix(p, shard, NAME("%smlp.gate.weight", pre), nm, e, d, 1.0f / sqrtf((float)d), -1, err));
         TRY(add_vec(p, shard, NAME("%smlp.gate.e_score_correction_bias", pre), e, FR_DTYPE_F32,
                     0.0f, 0.02f, err));
         for (int64_t x = 0; x < e; x++) {
             char epre[160];
             snprintf(epre, sizeof epre, "%smlp.experts.%lld.", pre, (long long)x);
-            TRY(add_mlp(p, shard, epre, d, mi, err));
+            TRY(add_mlp(p, shard, epre, d, mi, FR_QGROUP_EXPERTS, err));
         }
         if (c->n_shared_experts > 0)
-            TRY(add_mlp(p, shard, NAME("%smlp.shared_experts.", pre), d,
-                        mi * c->n_shared_experts, err));
+            TRY(add_mlp(p, shard, NAME("%smlp.shared_experts.", pre), d, mi * c->n_shared_experts,
+                        FR_QGROUP_SHARED, err));
     } else {
         if (c->intermediate_size < 1)
             return fr_fail(err, FR_ERR_FORMAT,
                            "synth: layer %d is a dense layer but the parsed config has"
                            " intermediate_size %lld", l, (long long)c->intermediate_size);
-        TRY(add_mlp(p, shard, NAME("%smlp.", pre), d, c->intermediate_size, err));
+        TRY(add_mlp(p, shard, NAME("%smlp.", pre), d, c->intermediate_size, FR_QGROUP_DENSE, err));
     }
 #undef TRY
 #undef NAME
@@ -821,6 +951,7 @@ static fr_status build_plan(const fr_config *c, uint64_t seed, synth_plan *p, fr
     p->ue8m0 = c->quant.ue8m0;
     p->br = c->quant.block_rows;
     p->bc = c->quant.block_cols;
+    memcpy(p->fmt, c->quant.group, sizeof p->fmt);
 
     int n_total = c->n_layers + c->num_nextn_predict_layers;
     if (c->vocab_size < 1 || c->hidden_size < 1 || c->n_heads < 1 || c->kv_lora_rank < 1 ||
@@ -841,12 +972,11 @@ static fr_status build_plan(const fr_config *c, uint64_t seed, synth_plan *p, fr
 
     fr_status rc;
     const int64_t d = c->hidden_size;
-    if ((rc = add_matrix(p, 0, EMBED_NAME, EMBED_NAME, c->vocab_size, d, 1.0f, false, err)) ||
+    if ((rc = add_matrix(p, 0, EMBED_NAME, EMBED_NAME, c->vocab_size, d, 1.0f, -1, err)) ||
         (rc = add_norm(p, 0, "model.norm.weight", d, err)))
         goto fail;
     if (!c->tie_word_embeddings &&
-        (rc = add_matrix(p, 0, HEAD_NAME, HEAD_NAME, c->vocab_size, d, 1.0f / sqrtf((float)d),
-                         false, err)))
+        (rc = add_matrix(p, 0, HEAD_NAME, HEAD_NAME, c->vocab_size, d, 1.0f / sqrtf((float)d), -1, err)))
         goto fail;
     for (int l = 0; l < n_total; l++)
         if ((rc = add_layer(p, c, l, err))) goto fail;
@@ -869,6 +999,9 @@ typedef struct {
      * scale_inv (written next) need not regenerate the weight. */
     size_t cache_owner;   /* plan index of that weight, SIZE_MAX when empty */
     float *cache;         /* its scales, row-major [ceil(rows/br), ceil(cols/bc)] */
+    /* Likewise the scale bytes of the last 4-bit weight (MXFP4 or INT4). */
+    size_t q4_owner;
+    uint8_t *q4_cache;
 } fill_ctx;
 
 /* Columns generated per gen_span call in the dense fills (a 4 KiB stack buffer). */
@@ -971,6 +1104,48 @@ static fr_status fill_fp8(const synth_plan *p, const gen_param *g, uint8_t *out,
     return FR_OK;
 }
 
+/* A 4-bit weight (MXFP4 when mx, else INT4), quantized row by row by core/mx from the
+ * same f32 values as the BF16 form: the element bytes to data and the scale bytes to
+ * scales (either may be NULL). */
+static fr_status fill_4bit(const gen_param *g, bool mx, uint8_t *data, uint8_t *scales, fr_error *err) {
+    const size_t cols = (size_t)g->cols, ng = cols / 32;
+    const size_t dbytes = cols / 2, sbytes = mx ? ng : 2 * ng; /* INT4: cols / 8 int32 words */
+    int failed = 0;
+#pragma omp parallel if (g->rows * g->cols >= PAR_MIN)
+    {
+        float *row = malloc(cols * sizeof *row);
+        /* 4-byte aligned scratch for the part the caller does not want */
+        uint32_t *scratch = malloc(dbytes + sbytes + 8);
+        if (!row || !scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < g->rows; r++) {
+            if (!row || !scratch) continue;
+            uint8_t *d = data ? data + (size_t)r * dbytes : (uint8_t *)scratch;
+            uint8_t *sc =
+                scales ? scales + (size_t)r * sbytes : (uint8_t *)scratch + ((dbytes + 3) & ~(size_t)3);
+            gen_span(g->seed, r, 0, g->cols, 0.0f, g->std, row);
+            if (mx)
+                fr_mxfp4_quantize_row(row, g->cols, d, sc);
+            else
+                fr_int4_quantize_row(row, g->cols, (int32_t *)(void *)d, (uint16_t *)(void *)sc);
+        }
+        free(row);
+        free(scratch);
+    }
+    if (failed) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory (4-bit row buffers)");
+    return FR_OK;
+}
+
+/* Bytes of a spec'd tensor. */
+static size_t spec_bytes(const fr_st_spec *s) {
+    size_t n = fr_dtype_size(s->dtype);
+    for (int d = 0; d < s->ndim; d++) n *= (size_t)s->shape[d];
+    return n;
+}
+
 /* fr_st_fill_fn: the bytes of specs[index] (plan index base + index). */
 static fr_status synth_fill(void *vctx, size_t index, uint8_t *buf, size_t nbytes,
                             fr_error *err) {
@@ -980,10 +1155,9 @@ static fr_status synth_fill(void *vctx, size_t index, uint8_t *buf, size_t nbyte
     if (i >= p->n) return fr_fail(err, FR_ERR_INVALID, "synth: tensor index %zu out of range", i);
     const fr_st_spec *s = &p->specs[i];
     const gen_param *g = &p->gen[i];
-    const int64_t n = g->rows * g->cols;
-    if (nbytes != (size_t)n * fr_dtype_size(s->dtype))
-        return fr_fail(err, FR_ERR_INVALID, "synth: %s: asked for %zu bytes, tensor has %llu",
-                       s->name, nbytes, (unsigned long long)n * fr_dtype_size(s->dtype));
+    if (nbytes != spec_bytes(s))
+        return fr_fail(err, FR_ERR_INVALID, "synth: %s: asked for %zu bytes, tensor has %zu", s->name, nbytes,
+                       spec_bytes(s));
 
     switch (g->kind) {
     case GEN_BF16:
@@ -1020,6 +1194,48 @@ static fr_status synth_fill(void *vctx, size_t index, uint8_t *buf, size_t nbyte
             }
         }
         free(scales);
+        return rc;
+    }
+    case GEN_I4_SHAPE: {
+        const gen_param *gw = &p->gen[g->weight];
+        int32_t dims[2] = {(int32_t)gw->rows, (int32_t)gw->cols};
+        memcpy(buf, dims, sizeof dims);
+        return FR_OK;
+    }
+    case GEN_MX_BLOCKS:
+    case GEN_I4_PACKED:
+    case GEN_MX_SCALES:
+    case GEN_I4_SCALE: {
+        /* The data tensor computes the scales too and keeps them for the scale tensor
+         * that (in plan order) comes next; a scale tensor asked for alone recomputes. */
+        const bool data = g->kind == GEN_MX_BLOCKS || g->kind == GEN_I4_PACKED;
+        const bool mx = g->kind == GEN_MX_BLOCKS || g->kind == GEN_MX_SCALES;
+        size_t w = data ? i : g->weight;
+        const gen_param *gw = &p->gen[w];
+        size_t sbytes = (size_t)gw->rows * (size_t)(gw->cols / 32) * (mx ? 1 : 2);
+        if (!data) {
+            int hit = 0;
+#pragma omp critical(fr_synth_scale_cache)
+            if (ctx->q4_owner == w) {
+                memcpy(buf, ctx->q4_cache, sbytes);
+                hit = 1;
+            }
+            if (hit) return FR_OK;
+            return fill_4bit(gw, mx, NULL, buf, err);
+        }
+        uint8_t *sc = malloc(sbytes);
+        if (!sc) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory (scales)");
+        fr_status rc = fill_4bit(gw, mx, buf, sc, err);
+        if (!rc) {
+#pragma omp critical(fr_synth_scale_cache)
+            {
+                uint8_t *old = ctx->q4_cache;
+                ctx->q4_cache = sc;
+                ctx->q4_owner = w;
+                sc = old;
+            }
+        }
+        free(sc);
         return rc;
     }
     }
@@ -1114,7 +1330,7 @@ static fr_status write_generation_config(const char *dir, const fr_config *c, fr
             cJSON_AddItemToArray(a, cJSON_CreateNumber(c->eos_token_ids[i]));
     }
     cJSON_AddBoolToObject(g, "do_sample", 0);
-    char *text = print_json(g);
+    char *text = fr_synth_print_json(g);
     cJSON_Delete(g);
     if (!text) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
     fr_status rc = write_text(dir, "generation_config.json", text, err);
@@ -1128,7 +1344,7 @@ static fr_status write_generation_config(const char *dir, const fr_config *c, fr
  * model.safetensors.index.json. */
 static fr_status write_tensors(const synth_plan *p, const char *dir, bool single_file,
                                fr_error *err) {
-    fill_ctx ctx = {.plan = p, .cache_owner = SIZE_MAX};
+    fill_ctx ctx = {.plan = p, .cache_owner = SIZE_MAX, .q4_owner = SIZE_MAX};
     fr_status rc = FR_OK;
     char *path = NULL;
     char **files = NULL;              /* shard file names, [n_shards] */
@@ -1157,8 +1373,7 @@ static fr_status write_tensors(const synth_plan *p, const char *dir, bool single
         while (end < p->n && p->gen[end].shard == s) {
             file_of[end] = files[s];
             names[end] = p->specs[end].name;
-            total += (uint64_t)p->gen[end].rows * (uint64_t)p->gen[end].cols *
-                     fr_dtype_size(p->specs[end].dtype);
+            total += (uint64_t)spec_bytes(&p->specs[end]);
             end++;
         }
         free(path);
@@ -1185,6 +1400,7 @@ out:
     free(names);
     free(path);
     free(ctx.cache);
+    free(ctx.q4_cache);
     return rc;
 }
 
@@ -1218,9 +1434,10 @@ fr_status fr_synth_memory(const char *config_json, const fr_synth_opts *opts, fr
     if (rc) return rc;
     free(text);
     if ((rc = build_plan(cfg, opts->seed, &plan, err))) return rc;
-    fill_ctx ctx = {.plan = &plan, .cache_owner = SIZE_MAX};
+    fill_ctx ctx = {.plan = &plan, .cache_owner = SIZE_MAX, .q4_owner = SIZE_MAX};
     rc = fr_st_open_memory(plan.specs, plan.n, synth_fill, &ctx, set, err);
     free(ctx.cache);
+    free(ctx.q4_cache);
     plan_free(&plan);
     return rc;
 }

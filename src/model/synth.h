@@ -2,7 +2,9 @@
  *
  * `frontier synth` writes config.json, generation_config.json and safetensors
  * (one tensor per expert; FP8-E4M3 with 128x128 `weight_scale_inv` blocks when
- * asked; MTP layers when the config has num_nextn_predict_layers), deterministic
+ * asked; each module group in the format the config's quantization_config names,
+ * so compressed-tensors INT4 experts for kimi-k2.5 as released and MXFP4 under a
+ * "frontier" config; MTP layers when the config has num_nextn_predict_layers), deterministic
  * by seed. Weights are scaled so activations stay in a realistic range and the
  * router does not collapse onto a few experts. The same generator fills an
  * in-memory set for `--load-format dummy` benchmarks at real shapes. */
@@ -20,6 +22,7 @@ typedef struct {
     int layers;       /* > 0: override num_hidden_layers (first_k_dense_replace clamped) */
     int experts;      /* > 0: override n_routed_experts (top-k and groups clamped to fit) */
     bool fp8_blocks;  /* store linear weights as FP8-E4M3 + weight_scale_inv, as releases do */
+    bool mxfp4_experts; /* routed experts as MXFP4 blocks + scales ("frontier" quantization_config) */
     bool single_file; /* one model.safetensors instead of shards + index.json */
 } fr_synth_opts;
 
@@ -36,6 +39,11 @@ fr_status fr_synth_edit_json(const char *json, const fr_synth_opts *opts, char *
  * (already edited). */
 fr_status fr_synth_write(const char *config_json, const fr_synth_opts *opts, const char *out_dir,
                          fr_error *err);
+
+/* JSON text laid out like the released config files (two-space indents), caller
+ * frees; NULL when out of memory. */
+struct cJSON;
+char *fr_synth_print_json(const struct cJSON *j);
 
 /* The same tensors, in memory: parses config_json into *cfg and builds *set. */
 fr_status fr_synth_memory(const char *config_json, const fr_synth_opts *opts, fr_config *cfg,

@@ -13,8 +13,12 @@ first.
 Variants: a tiny preset (q_lora, n_group > 1, YaRN, dense + MoE, sharded); b q_lora_rank null;
 c n_group 1 + no rope scaling + tied embeddings; d tiny --fp8-blocks (128x128 over small dims);
 e FP8 with weight_block_size [16, 32] and odd dims (hidden 40, kv_lora 24, ...); f kimi-k2.5
---layers 2 --experts 8 (its config shrunk when the preset would write more than 256 MiB: at real
-widths it is ~6 GiB); g the other rope spelling (rope_parameters); h --single-file. Prints a table; the last line is "N passed, M failed"; exits 1 on any failure.
+--layers 2 --experts 8 with its routed experts compressed-tensors INT4 as released (its config
+shrunk when the preset would write more than 256 MiB: at real widths it is ~6 GiB); g the other
+rope spelling (rope_parameters); h --single-file; i YaRN without mscale_all_dim; j MXFP4 routed
+experts with FP8 blocks elsewhere (a "frontier" quantization_config; expert and dense widths
+widened to multiples of 32). Prints a table; the last line is "N passed, M failed"; exits 1 on any
+failure. tests/quant/test_quant.py covers `frontier quantize` and load-time conversion.
 """
 import argparse
 import copy
@@ -232,9 +236,19 @@ def build_variants(frontier, workdir):
         rs.pop("mscale_all_dim", None)
         return from_cfg("i_yarn_no_mscale_all_dim", c, ["--seed", "18"])
 
+    def v_j():
+        c = tiny_cfg()
+        t = text_cfg(c)
+        t.update({"moe_intermediate_size": 96, "intermediate_size": 224})
+        t["quantization_config"] = {"quant_method": "frontier", "fmt": "e4m3", "weight_block_size": [128, 128],
+                                    "group_size": 32, "format_by_group": {"attention": "fp8", "dense": "fp8",
+                                                                          "shared_experts": "fp8", "experts": "mxfp4"}}
+        return from_cfg("j_mxfp4_experts_fp8", c, ["--seed", "19"])
+
     return [("a_tiny", v_a), ("b_no_q_lora", v_b), ("c_group1_norope_tied", v_c),
             ("d_tiny_fp8_128", v_d), ("e_fp8_16x32_odd", v_e), ("f_kimi_k25", v_f),
-            ("g_rope_parameters", v_g), ("h_single_file", v_h), ("i_yarn_no_mscale_all_dim", v_i)]
+            ("g_rope_parameters", v_g), ("h_single_file", v_h), ("i_yarn_no_mscale_all_dim", v_i),
+            ("j_mxfp4_experts_fp8", v_j)]
 
 
 def describe(m):

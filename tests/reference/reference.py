@@ -9,9 +9,12 @@ quantized: this is the exact math the engine approximates.
 Supported: DeepseekV3ForCausalLM (model_type deepseek_v3 / kimi_k2) and the text model of
 KimiK25ForConditionalGeneration (fields in "text_config", tensors under "language_model.").
 MLA with or without q_lora, dense + noaux_tc sigmoid MoE with groups and shared experts, default
-or YaRN RoPE (interleaved pairs), FP8 E4M3 block scaling. Anything else fails loudly
-(ReferenceError): DSA indexers, GLM-4.x GQA, INT4/MXFP4 quantization, softmax routing, ...
-MTP layers (index >= num_hidden_layers) are ignored.
+or YaRN RoPE (interleaved pairs), FP8 E4M3 block scaling (ARCH §7.2), and 4-bit linear weights:
+OCP MXFP4 (`X.weight_blocks` + `X.weight_scales`, ARCH §7.4) under frontier's
+quantization_config {"quant_method": "frontier", "format_by_group": {...}}, and compressed-tensors
+pack-quantized INT4 (`X.weight_packed` + `_scale` + `_shape`, ARCH §7.3) for routed experts.
+Anything else fails loudly (ReferenceError): DSA indexers, GLM-4.x GQA, other quantization
+methods, softmax routing, ... MTP layers (index >= num_hidden_layers) are ignored.
 
 Module use:
     m = Model("path/to/checkpoint")
@@ -57,6 +60,45 @@ def _e4m3fn_value(b):
 
 
 E4M3_LUT = np.array([_e4m3fn_value(b) for b in range(256)], dtype=np.float64)
+
+
+def _e2m1_value(code):
+    """Decode one OCP E2M1 nibble (ARCH §7.4): 1 sign, 2 exponent bits (bias 1), 1 mantissa bit.
+    Exponent 0 is subnormal (m * 0.5); no infinities or NaN."""
+    sign = -1.0 if code & 0x8 else 1.0
+    e = (code >> 1) & 0x3
+    m = code & 0x1
+    if e == 0:
+        return sign * m * 0.5
+    return sign * (1.0 + m / 2.0) * 2.0 ** (e - 1)
+
+
+E2M1_LUT = np.array([_e2m1_value(c) for c in range(16)], dtype=np.float64)
+
+
+def e8m0_f64(e):
+    """E8M0 scale bytes -> 2^(e - 127); 0xFF (NaN) is refused by the caller."""
+    return np.ldexp(1.0, e.astype(np.int64) - 127)
+
+
+def mxfp4_dequant(blocks, scales):
+    """MXFP4 [out, in/32, 16] U8 blocks + [out, in/32] E8M0 scales -> float64 [out, in].
+    Byte j of a block holds element 2j in its low nibble and 2j+1 in its high nibble."""
+    R, G, _ = blocks.shape
+    el = np.empty((R, G, 32), dtype=np.float64)
+    el[:, :, 0::2] = E2M1_LUT[blocks & 0x0F]
+    el[:, :, 1::2] = E2M1_LUT[blocks >> 4]
+    return (el * e8m0_f64(scales)[:, :, None]).reshape(R, G * 32)
+
+
+def int4_dequant(packed, scale_bf16, group=32):
+    """compressed-tensors pack-quantized INT4 (ARCH §7.3): packed int32 [out, in/8], element k of a
+    row in word k//8 at bits 4*(k%8), value u - 8; scale BF16 [out, in/group]."""
+    R, W = packed.shape
+    u = packed.astype(np.int64) & 0xFFFFFFFF
+    nib = np.stack([(u >> (4 * i)) & 0xF for i in range(8)], axis=-1).reshape(R, W * 8)
+    s = bf16_bits_to_f64(scale_bf16)
+    return (nib - 8).astype(np.float64) * np.repeat(s, group, axis=1)
 
 
 def bf16_bits_to_f64(u16):
@@ -151,6 +193,48 @@ class SafeTensors:
             f.seek(b)
             buf = f.read(e - b)
         return np.frombuffer(buf, dtype=_ST_DTYPES[dt][0]).reshape(shape)
+
+    def linear_f64(self, name, block=None):
+        """A linear weight `name` ("X.weight") in whichever form it is stored, with that form:
+        ("plain"|"fp8", values) from `X.weight`, ("mxfp4", values) from `X.weight_blocks` +
+        `X.weight_scales`, ("int4", values) from `X.weight_packed` + `X.weight_scale` +
+        `X.weight_shape`. Companion shapes and dtypes are checked against the weight."""
+        forms = [f for f, n in (("plain", name), ("mxfp4", name + "_blocks"), ("int4", name + "_packed"))
+                 if self.has(n)]
+        if len(forms) != 1:
+            raise ReferenceError(f"{name}: stored in {len(forms)} forms {forms} (want exactly one)")
+        form = forms[0]
+        if form == "plain":
+            return ("fp8" if self.dtype(name) == "F8_E4M3" else "plain"), self.f64(name, block)
+        if form == "mxfp4":
+            bn, sn = name + "_blocks", name + "_scales"
+            b = self.raw(bn)
+            if self.dtype(bn) != "U8" or b.ndim != 3 or b.shape[2] != 16:
+                raise ReferenceError(f"{bn}: {self.dtype(bn)}{list(b.shape)}, want U8 [out, in/32, 16]")
+            if not self.has(sn):
+                raise ReferenceError(f"{bn} without {sn}")
+            sc = self.raw(sn)
+            if self.dtype(sn) != "U8" or list(sc.shape) != list(b.shape[:2]):
+                raise ReferenceError(f"{sn}: {self.dtype(sn)}{list(sc.shape)}, want U8 {list(b.shape[:2])}")
+            if (sc == 0xFF).any():
+                raise ReferenceError(f"{sn}: E8M0 NaN scale (0xff)")
+            return "mxfp4", mxfp4_dequant(b, sc)
+        pn, gn, hn = name + "_packed", name + "_scale", name + "_shape"
+        pk = self.raw(pn)
+        if self.dtype(pn) != "I32" or pk.ndim != 2:
+            raise ReferenceError(f"{pn}: {self.dtype(pn)}{list(pk.shape)}, want I32 [out, in/8]")
+        if not (self.has(gn) and self.has(hn)):
+            raise ReferenceError(f"{pn} without {gn} / {hn}")
+        R, K = pk.shape[0], pk.shape[1] * 8
+        shp = [int(v) for v in self.raw(hn)]
+        if self.dtype(hn) != "I32" or shp != [R, K]:
+            raise ReferenceError(f"{hn}: {shp}, want [{R}, {K}] from {pn}")
+        if K % 32:
+            raise ReferenceError(f"{pn}: in = {K} not a multiple of the group 32")
+        sc = self.raw(gn)
+        if self.dtype(gn) != "BF16" or list(sc.shape) != [R, K // 32]:
+            raise ReferenceError(f"{gn}: {self.dtype(gn)}{list(sc.shape)}, want BF16 [{R}, {K // 32}]")
+        return "int4", int4_dequant(pk, sc)
 
     def f64(self, name, block=None):
         """Tensor widened to float64. FP8 E4M3 tensors are dequantized with the sibling
@@ -283,20 +367,56 @@ class Config:
             if self.num_experts_per_tok > (self.n_routed_experts // self.n_group) * self.topk_group:
                 raise ReferenceError(f"{path}: num_experts_per_tok exceeds the experts in kept groups")
 
-        # quantization (ARCH §7.2): only block FP8 E4M3
+        # quantization: the stored form each module group's linear weights may have.
+        # fp8 (ARCH §7.2): any linear weight plain or block FP8. compressed-tensors (ARCH §7.3):
+        # routed experts INT4, the rest plain. frontier: format_by_group names each group.
         self.block = None
+        groups = ("attention", "dense", "shared_experts", "experts")
+        self.group_forms = {g: {"plain"} for g in groups}
         if quant:
             qm = quant.get("quant_method")
-            if qm != "fp8":
-                raise ReferenceError(f"{path}: quant_method {qm!r} not supported (only fp8)")
-            if quant.get("fmt", "e4m3") != "e4m3":
-                raise ReferenceError(f"{path}: fp8 fmt {quant.get('fmt')!r} (only e4m3)")
-            wb = quant.get("weight_block_size")
-            if not (isinstance(wb, list) and len(wb) == 2 and all(int(v) > 0 for v in wb)):
-                raise ReferenceError(f"{path}: fp8 without a 2-element weight_block_size")
-            self.block = (int(wb[0]), int(wb[1]))
+            if qm == "fp8":
+                self.group_forms = {g: {"plain", "fp8"} for g in groups}
+                self._fp8_block(quant, path)
+            elif qm == "compressed-tensors":
+                if quant.get("format") != "pack-quantized":
+                    raise ReferenceError(f"{path}: compressed-tensors format {quant.get('format')!r}")
+                cg = quant.get("config_groups") or {}
+                if len(cg) != 1:
+                    raise ReferenceError(f"{path}: compressed-tensors with {len(cg)} config groups (want 1)")
+                wq = list(cg.values())[0].get("weights") or {}
+                want = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32}
+                if any(wq.get(k) != v for k, v in want.items()) or wq.get("dynamic"):
+                    raise ReferenceError(f"{path}: compressed-tensors weights {wq} (only 4-bit symmetric int, group 32)")
+                if list(cg.values())[0].get("input_activations"):
+                    raise ReferenceError(f"{path}: compressed-tensors activation quantization")
+                self.group_forms["experts"] = {"int4"}
+            elif qm == "frontier":
+                fg = quant.get("format_by_group")
+                if not isinstance(fg, dict):
+                    raise ReferenceError(f"{path}: frontier quantization_config without format_by_group")
+                form_of = {"bf16": "plain", "fp8": "fp8", "mxfp4": "mxfp4", "int4": "int4"}
+                for g, f in fg.items():
+                    if g not in groups or f not in form_of:
+                        raise ReferenceError(f"{path}: format_by_group {g!r}: {f!r} not understood")
+                    self.group_forms[g] = {form_of[f]}
+                if any("fp8" in v for v in self.group_forms.values()):
+                    self._fp8_block(quant, path)
+                if quant.get("group_size", 32) != 32:
+                    raise ReferenceError(f"{path}: 4-bit group_size {quant.get('group_size')} (only 32)")
+            else:
+                raise ReferenceError(f"{path}: quant_method {qm!r} not supported "
+                                     "(fp8, compressed-tensors, frontier)")
 
         self._parse_rope(c, path)
+
+    def _fp8_block(self, quant, path):
+        if quant.get("fmt", "e4m3") != "e4m3":
+            raise ReferenceError(f"{path}: fp8 fmt {quant.get('fmt')!r} (only e4m3)")
+        wb = quant.get("weight_block_size")
+        if not (isinstance(wb, list) and len(wb) == 2 and all(int(v) > 0 for v in wb)):
+            raise ReferenceError(f"{path}: fp8 without a 2-element weight_block_size")
+        self.block = (int(wb[0]), int(wb[1]))
 
     def _parse_rope(self, c, path):
         """rope_theta + rope_scaling (type/rope_type yarn) or the newer rope_parameters spelling."""
@@ -474,13 +594,25 @@ class Model:
 
         used = set()
 
-        def get(name, shape):
+        def get(name, shape, group=None):
+            """Tensor p+name of the given shape. group: the module group of a linear weight,
+            which may be stored in a quantized form the config declares for that group."""
             full = p + name
             used.add(full)
             used.add(full + "_scale_inv")
-            if not st.has(full):
-                raise ReferenceError(f"tensor {full} missing from the checkpoint")
-            a = st.f64(full, cfg.block)
+            if group is None:
+                if not st.has(full):
+                    raise ReferenceError(f"tensor {full} missing from the checkpoint")
+                a = st.f64(full, cfg.block)
+            else:
+                for suf in ("_blocks", "_scales", "_packed", "_scale", "_shape"):
+                    used.add(full + suf)
+                if not any(st.has(full + s) for s in ("", "_blocks", "_packed")):
+                    raise ReferenceError(f"tensor {full} missing from the checkpoint")
+                form, a = st.linear_f64(full, cfg.block)
+                if form not in cfg.group_forms[group]:
+                    raise ReferenceError(f"{full}: stored as {form}, but quantization_config allows "
+                                         f"{sorted(cfg.group_forms[group])} for {group}")
             if list(a.shape) != list(shape):
                 raise ReferenceError(f"{full}: shape {list(a.shape)}, expected {list(shape)}")
             return a
@@ -503,34 +635,35 @@ class Model:
             a = q + "self_attn."
             if cfg.q_lora_rank:
                 rq = cfg.q_lora_rank
-                lw["wqa"] = get(a + "q_a_proj.weight", [rq, D])
+                lw["wqa"] = get(a + "q_a_proj.weight", [rq, D], "attention")
                 lw["qa_norm"] = get(a + "q_a_layernorm.weight", [rq])
-                lw["wqb"] = get(a + "q_b_proj.weight", [H * (dn + dr), rq])
+                lw["wqb"] = get(a + "q_b_proj.weight", [H * (dn + dr), rq], "attention")
             else:
-                lw["wq"] = get(a + "q_proj.weight", [H * (dn + dr), D])
-            lw["wkva"] = get(a + "kv_a_proj_with_mqa.weight", [rkv + dr, D])
+                lw["wq"] = get(a + "q_proj.weight", [H * (dn + dr), D], "attention")
+            lw["wkva"] = get(a + "kv_a_proj_with_mqa.weight", [rkv + dr, D], "attention")
             lw["kva_norm"] = get(a + "kv_a_layernorm.weight", [rkv])
-            wkvb = get(a + "kv_b_proj.weight", [H * (dn + dv), rkv])
+            wkvb = get(a + "kv_b_proj.weight", [H * (dn + dv), rkv], "attention")
             lw["wkvb"] = wkvb
             # ARCH §3.1 / §4.6: view kv_b as [H, dn+dv, r_kv]; rows 0..dn-1 W_UK, then W_UV
             w3 = wkvb.reshape(H, dn + dv, rkv)
             lw["w_uk"] = w3[:, :dn, :]
             lw["w_uv"] = w3[:, dn:, :]
-            lw["wo"] = get(a + "o_proj.weight", [D, H * dv])
+            lw["wo"] = get(a + "o_proj.weight", [D, H * dv], "attention")
             m = q + "mlp."
             if cfg.is_moe_layer(L):
                 E, I = cfg.n_routed_experts, cfg.moe_intermediate_size
                 lw["moe"] = True
                 lw["router"] = get(m + "gate.weight", [E, D])
                 lw["bias"] = get(m + "gate.e_score_correction_bias", [E])
-                lw["experts"] = [(get(f"{m}experts.{e}.gate_proj.weight", [I, D]),
-                                  get(f"{m}experts.{e}.up_proj.weight", [I, D]),
-                                  get(f"{m}experts.{e}.down_proj.weight", [D, I])) for e in range(E)]
+                lw["experts"] = [(get(f"{m}experts.{e}.gate_proj.weight", [I, D], "experts"),
+                                  get(f"{m}experts.{e}.up_proj.weight", [I, D], "experts"),
+                                  get(f"{m}experts.{e}.down_proj.weight", [D, I], "experts"))
+                                 for e in range(E)]
                 if cfg.n_shared_experts:
                     Is = I * cfg.n_shared_experts
-                    lw["shared"] = (get(m + "shared_experts.gate_proj.weight", [Is, D]),
-                                    get(m + "shared_experts.up_proj.weight", [Is, D]),
-                                    get(m + "shared_experts.down_proj.weight", [D, Is]))
+                    lw["shared"] = (get(m + "shared_experts.gate_proj.weight", [Is, D], "shared_experts"),
+                                    get(m + "shared_experts.up_proj.weight", [Is, D], "shared_experts"),
+                                    get(m + "shared_experts.down_proj.weight", [D, Is], "shared_experts"))
                 else:
                     lw["shared"] = None
             else:
@@ -538,8 +671,8 @@ class Model:
                 if not I:
                     raise ReferenceError("dense layer but intermediate_size missing")
                 lw["moe"] = False
-                lw["mlp"] = (get(m + "gate_proj.weight", [I, D]), get(m + "up_proj.weight", [I, D]),
-                             get(m + "down_proj.weight", [D, I]))
+                lw["mlp"] = (get(m + "gate_proj.weight", [I, D], "dense"), get(m + "up_proj.weight", [I, D], "dense"),
+                             get(m + "down_proj.weight", [D, I], "dense"))
             self.layers.append(lw)
         # Every main-model tensor must have been used: a leftover (say q_a_proj next to q_proj, or
         # an expert beyond n_routed_experts) means config and checkpoint disagree.
@@ -699,6 +832,21 @@ def selftest(dirs):
     bits = np.array([0x3F80, 0xC000, 0x0001, 0x7F7F], dtype=np.uint16)
     _check(np.array_equal(bf16_bits_to_f64(bits), np.array([1.0, -2.0, 2.0 ** -133, 3.3895313892515355e38])),
            "BF16 widening", failures)
+    # MXFP4 (ARCH §7.4): E2M1 codes, E8M0 scales, element 2j in the low nibble of byte j
+    mag = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+    _check(list(E2M1_LUT[:8]) == mag and list(-E2M1_LUT[8:]) == mag and math.copysign(1.0, E2M1_LUT[8]) < 0,
+           "E2M1 decode table (0, 0.5 .. 6; code 8 is -0)", failures)
+    _check(list(e8m0_f64(np.array([127, 0, 254, 130]))) == [1.0, 2.0 ** -127, 2.0 ** 127, 8.0],
+           "E8M0 scales 2^(e-127)", failures)
+    blk = np.zeros((1, 1, 16), dtype=np.uint8)
+    blk[0, 0, 0], blk[0, 0, 15] = 0x21, 0xF7                 # e0 = 0.5, e1 = 1.0, e30 = 6, e31 = -6
+    dq = mxfp4_dequant(blk, np.array([[128]], dtype=np.uint8))
+    _check(list(dq[0, [0, 1, 2, 30, 31]]) == [1.0, 2.0, 0.0, 12.0, -12.0], "MXFP4 nibble order and scale", failures)
+    # INT4 (ARCH §7.3): element k in word k//8 at bits 4*(k%8), value u - 8, BF16 scale per 32
+    pk = np.array([[0x76543210, 0xFEDCBA98, 0x88888888, 0x88888888]], dtype=np.uint32).view(np.int32)
+    dq = int4_dequant(pk, np.array([[0x4000]], dtype=np.uint16))   # scale 2.0
+    _check(list(dq[0, :16]) == [2.0 * (k - 8) for k in range(16)] and not dq[0, 16:].any(),
+           "INT4 nibble order, offset 8 and group scale", failures)
 
     # YaRN numbers quoted in ARCH §4.7 / §4.8 (d = 64, L0 = 4096)
     class _C(Config):
@@ -772,7 +920,7 @@ def selftest(dirs):
             if twin:
                 mt = Model(twin)
                 et = rel_err_rows(mt.logits(ids), ref).max()
-                _check(et < 1e-12, f"{name}: FP8 dequant equals the F64 twin checkpoint ({et:.1e})", failures)
+                _check(et < 1e-12, f"{name}: dequant equals the F64 twin checkpoint ({et:.1e})", failures)
 
         # Unsupported or inconsistent inputs must be refused, not guessed at.
         fp8_dir = variants[2][1]
@@ -799,7 +947,13 @@ def selftest(dirs):
         refused(lambda c: c.update(model_type="glm4_moe"), "model_type glm4_moe")
         refused(lambda c: c.update(architectures=["Glm4MoeForCausalLM"]), "architecture Glm4MoeForCausalLM")
         refused(lambda c: c.update(scoring_func="softmax"), "softmax routing")
-        refused(lambda c: c["quantization_config"].update(quant_method="compressed-tensors"), "INT4 quantization")
+        refused(lambda c: c["quantization_config"].update(quant_method="gptq"), "quant_method gptq")
+        refused(lambda c: c["quantization_config"].update(quant_method="compressed-tensors"),
+                "compressed-tensors without pack-quantized INT4")
+        refused(lambda c: c["quantization_config"].update(quant_method="frontier", format_by_group={"experts": "nf4"}),
+                "an unknown format_by_group format")
+        refused(lambda c: c["quantization_config"].update(quant_method="frontier", format_by_group={"experts": "mxfp4"}),
+                "FP8 tensors in a group the config declares bf16")
         refused(lambda c: c["quantization_config"].update(weight_block_size=[32, 32]), "scale_inv of the wrong shape")
         refused(lambda c: c.pop("quantization_config"), "FP8 weights without a block size")
         refused(lambda c: c.update(n_routed_experts=16), "an expert count the tensors do not have")

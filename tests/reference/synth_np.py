@@ -47,6 +47,49 @@ def quantize_blocks(w, block):
     return q, s, deq
 
 
+# E2M1 magnitudes by code 0..7, written out here (not taken from reference.py) so the twin
+# checkpoints check the reference's bit-level decoder against the format's value list.
+_E2M1_GRID = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+def encode_mxfp4(w):
+    """MXFP4 per OCP MX (ARCH §7.4) for w [R, C], C % 32 == 0: per block of 32, shared exponent
+    floor(log2(amax)) - 2 (clamped to [-127, 127]), elements nearest E2M1 (ties to the lower
+    magnitude; saturating at 6). Returns (blocks U8 [R, C/32, 16], scales U8 [R, C/32],
+    dequantized float64 [R, C])."""
+    R, C = w.shape
+    g = w.reshape(R, C // 32, 32)
+    amax = np.abs(g).max(axis=-1)
+    _, ex = np.frexp(np.where(amax > 0, amax, 1.0))          # amax = m * 2^ex, m in [0.5, 1)
+    se = np.clip(ex - 1 - 2, -127, 127)
+    se = np.where(amax > 0, se, -127)
+    v = np.abs(g) / np.ldexp(1.0, se)[..., None]
+    d = np.abs(v[..., None] - _E2M1_GRID)                    # [R, G, 32, 8]
+    code = np.argmin(d, axis=-1).astype(np.uint8)            # first minimum: lower magnitude
+    code = np.where(g < 0, code | 8, code).astype(np.uint8)
+    deq = np.where(g < 0, -1.0, 1.0) * _E2M1_GRID[code & 7] * np.ldexp(1.0, se)[..., None]
+    deq = np.where(code == 8, -0.0, deq)
+    blocks = (code[..., 0::2] | (code[..., 1::2] << 4)).astype(np.uint8)
+    return blocks, (se + 127).astype(np.uint8), deq.reshape(R, C)
+
+
+def encode_int4(w):
+    """compressed-tensors INT4 (ARCH §7.3): per group of 32, scale = bf16(amax / 7.5), q = clamp(
+    round(x / scale), -8, 7). Returns (packed I32 [R, C/8], scale BF16 bits [R, C/32], dequantized)."""
+    R, C = w.shape
+    g = w.reshape(R, C // 32, 32)
+    sb = to_bf16_bits(np.maximum(np.abs(g).max(axis=-1) / 7.5, 1e-8))
+    s = bf16_bits_to_f64(sb)
+    q = np.clip(np.rint(g / s[..., None]), -8, 7).astype(np.int64)
+    deq = (q * s[..., None]).reshape(R, C)
+    u = (q + 8).reshape(R, C // 8, 8)
+    word = np.zeros((R, C // 8), dtype=np.int64)
+    for i in range(8):
+        word |= u[..., i] << (4 * i)
+    packed = word.astype(np.uint32).view(np.int32)
+    return packed, sb, deq
+
+
 def to_bf16_bits(x):
     f = np.asarray(x, dtype=np.float32)
     u = f.view(np.uint32).astype(np.uint64)
@@ -91,9 +134,10 @@ def write_checkpoint(out, config, tensors, shards=1):
         json.dump({"metadata": {}, "weight_map": wm}, f, indent=1)
 
 
-def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=1, twin=None):
+def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=1, twin=None, experts=None):
     """Random weights for `config` (a full config.json dict). Linear weights become FP8 + scale_inv
-    when fp8_block is given (twin: also write a checkpoint with the dequantized values in F64)."""
+    when fp8_block is given; routed experts MXFP4 or INT4 when experts is "mxfp4" / "int4" (twin:
+    also write a checkpoint with the dequantized values in F64)."""
     rng = np.random.default_rng(seed)
     top = config
     c = config.get("text_config", config)
@@ -160,6 +204,18 @@ def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=
     tensors, twin_t = {}, {}
     for name, val in f64.items():
         full = prefix + name
+        if experts and ".mlp.experts." in name:
+            if experts == "mxfp4":
+                b, sc, deq = encode_mxfp4(val)
+                tensors[full + "_blocks"] = ("U8", b)
+                tensors[full + "_scales"] = ("U8", sc)
+            else:
+                pk, sc, deq = encode_int4(val)
+                tensors[full + "_packed"] = ("I32", pk)
+                tensors[full + "_scale"] = ("BF16", sc)
+                tensors[full + "_shape"] = ("I32", np.array(val.shape, dtype="<i4"))
+            twin_t[full] = ("F64", deq.astype("<f8"))
+            continue
         if name.endswith("e_score_correction_bias"):
             tensors[full] = ("F32", val.astype("<f4"))
             twin_t[full] = ("F64", val.astype("<f4").astype("<f8"))
@@ -178,9 +234,22 @@ def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=
             dt, raw = tensors[full]
             wide = bf16_bits_to_f64(raw) if dt == "BF16" else raw.astype("<f8")
             twin_t[full] = ("F64", wide)
+    qc = None
     if fp8_block:
         qc = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
               "weight_block_size": list(fp8_block)}
+    if experts == "mxfp4":
+        rest = "fp8" if fp8_block else "bf16"
+        qc = dict(qc or {}, quant_method="frontier", group_size=32,
+                  format_by_group={"attention": rest, "dense": rest, "shared_experts": rest, "experts": "mxfp4"})
+    elif experts == "int4":
+        if fp8_block:
+            raise ValueError("INT4 experts come with BF16 elsewhere (compressed-tensors)")
+        qc = {"quant_method": "compressed-tensors", "format": "pack-quantized", "quantization_status": "compressed",
+              "config_groups": {"group_0": {"targets": ["Linear"], "input_activations": None, "weights": {
+                  "num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32,
+                  "dynamic": False}}}}
+    if qc:
         c["quantization_config"] = qc
         if prefix:
             top["quantization_config"] = qc
@@ -241,4 +310,17 @@ def selftest_variants(tmp):
     k25 = {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25", "text_config": text}
     random_checkpoint(d, k25, seed=4, dtype="F16")
     out.append(("K2.5 wrapper (text_config, language_model.) F16", d, None))
+
+    # 4-bit routed experts (dims multiples of 32): MXFP4 with FP8 elsewhere, and K2.5-style INT4
+    d, t = os.path.join(tmp, "mxfp4"), os.path.join(tmp, "mxfp4_twin")
+    cfg = base_config(hidden_size=64, moe_intermediate_size=32, intermediate_size=96)
+    random_checkpoint(d, cfg, seed=5, fp8_block=(16, 32), shards=2, twin=t, experts="mxfp4")
+    out.append(("MXFP4 experts + FP8 [16,32] elsewhere (frontier config)", d, t))
+    d, t = os.path.join(tmp, "int4"), os.path.join(tmp, "int4_twin")
+    text = base_config(model_type="kimi_k2", hidden_size=64, moe_intermediate_size=32, intermediate_size=96,
+                       n_group=1, topk_group=1)
+    text.pop("architectures")
+    k25 = {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25", "text_config": text}
+    random_checkpoint(d, k25, seed=6, twin=t, experts="int4")
+    out.append(("K2.5 INT4 experts (compressed-tensors pack-quantized)", d, t))
     return out

@@ -121,6 +121,65 @@ int main(void) {
     CHECK(variant("\"weight_block_size\":[128,128]", "\"weight_block_size\":[0,128]", &c, &err) == FR_ERR_FORMAT);
     CHECK(variant("\"scoring_func\":\"sigmoid\"", "\"scoring_func\":\"softmax\"", &c, &err) == FR_ERR_UNSUPPORTED);
     CHECK(variant("\"eos_token_id\":1", "\"eos_token_id\":999999", &c, &err) == FR_ERR_FORMAT);
+    /* quantization_config of 4-bit checkpoints: compressed-tensors INT4 (Kimi K2.5, ARCH 7.3)
+     * and frontier's format_by_group; every group's format, and strict errors naming the value. */
+    {
+        static const char *FP8Q =
+            "\"quantization_config\":{\"activation_scheme\":\"dynamic\",\"fmt\":\"e4m3\","
+            "\"quant_method\":\"fp8\",\"weight_block_size\":[128,128]}";
+        const char *ct =
+            "\"quantization_config\":{\"quant_method\":\"compressed-tensors\",\"format\":\"pack-quantized\","
+            "\"quantization_status\":\"compressed\",\"kv_cache_scheme\":null,\"config_groups\":{\"group_0\":"
+            "{\"targets\":[\"Linear\"],\"input_activations\":null,\"weights\":{\"num_bits\":4,\"type\":\"int\","
+            "\"symmetric\":true,\"strategy\":\"group\",\"group_size\":32,\"dynamic\":false,\"actorder\":null}}}}";
+        CHECK(variant(FP8Q, ct, &c, &err) == FR_OK && !c.quant.fp8 &&
+              c.quant.group[FR_QGROUP_EXPERTS] == FR_QFMT_INT4 &&
+              c.quant.group[FR_QGROUP_ATTENTION] == FR_QFMT_BF16 && c.quant.group_size == 32 &&
+              !strcmp(c.quant.method, "compressed-tensors"));
+        CHECK(c.quant.group[FR_QGROUP_DENSE] == FR_QFMT_BF16 &&
+              c.quant.group[FR_QGROUP_SHARED] == FR_QFMT_BF16);
+        char *bad = replace(ct, "\"num_bits\":4", "\"num_bits\":8");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_UNSUPPORTED && strstr(err.msg, "num_bits 8"));
+        free(bad);
+        bad = replace(ct, "\"group_size\":32", "\"group_size\":128");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_UNSUPPORTED && strstr(err.msg, "group_size 128"));
+        free(bad);
+        bad = replace(ct, "pack-quantized", "float-quantized");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_UNSUPPORTED && strstr(err.msg, "float-quantized"));
+        free(bad);
+
+        const char *fq =
+            "\"quantization_config\":{\"quant_method\":\"frontier\",\"format_by_group\":{\"attention\":\"fp8\","
+            "\"dense\":\"mxfp4\",\"experts\":\"mxfp4\"},\"group_size\":32,\"weight_block_size\":[64,128]}";
+        CHECK(variant(FP8Q, fq, &c, &err) == FR_OK && c.quant.fp8 && !c.quant.fp8_lenient &&
+              c.quant.block_rows == 64 && c.quant.group[FR_QGROUP_ATTENTION] == FR_QFMT_FP8 &&
+              c.quant.group[FR_QGROUP_DENSE] == FR_QFMT_MXFP4 &&
+              c.quant.group[FR_QGROUP_SHARED] == FR_QFMT_BF16 &&
+              c.quant.group[FR_QGROUP_EXPERTS] == FR_QFMT_MXFP4);
+        bad = replace(fq, "\"experts\":\"mxfp4\"", "\"experts\":\"nf4\"");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_UNSUPPORTED && strstr(err.msg, "nf4") &&
+              strstr(err.msg, "experts"));
+        free(bad);
+        bad = replace(fq, "\"experts\":", "\"expert\":");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_FORMAT && strstr(err.msg, "\"expert\""));
+        free(bad);
+        bad = replace(fq, "\"attention\":\"fp8\"", "\"attention\":\"mxfp4\"");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_UNSUPPORTED && strstr(err.msg, "attention"));
+        free(bad);
+        bad = replace(fq, ",\"weight_block_size\":[64,128]", "");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_FORMAT && strstr(err.msg, "weight_block_size"));
+        free(bad);
+        bad = replace(fq, "\"group_size\":32", "\"group_size\":16");
+        CHECK(variant(FP8Q, bad, &c, &err) == FR_ERR_UNSUPPORTED && strstr(err.msg, "group_size"));
+        free(bad);
+        /* legacy fp8: every group fp8, unquantized tensors tolerated */
+        CHECK(fr_config_parse(DSV3, NULL, "config.json", &c, &err) == FR_OK && c.quant.fp8_lenient &&
+              c.quant.group[FR_QGROUP_EXPERTS] == FR_QFMT_FP8 && !strcmp(c.quant.method, "fp8"));
+        fr_qformat f;
+        CHECK(fr_qformat_parse("mxfp4", &f) == 0 && f == FR_QFMT_MXFP4 && fr_qformat_parse("MXFP4", &f) != 0);
+        CHECK(!strcmp(fr_qgroup_name(FR_QGROUP_SHARED), "shared_experts") &&
+              !strcmp(fr_qformat_name(FR_QFMT_INT4), "int4"));
+    }
     CHECK(fr_config_parse("{\"architectures\":", NULL, "config.json", &c, &err) == FR_ERR_FORMAT &&
           strstr(err.msg, "config.json"));
     CHECK(fr_config_parse("[]", NULL, "config.json", &c, &err) == FR_ERR_FORMAT);

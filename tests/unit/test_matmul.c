@@ -8,14 +8,23 @@
  * element with fr_weight_get, the scalar definition, and summed in double; the
  * tolerance is relative to sum |x * w| of the dot product, the scale of f32
  * rounding error. Weight data is placed at an odd address for half the cases so
- * the sanitizer build catches any misaligned scalar access. */
+ * the sanitizer build catches any misaligned scalar access.
+ *
+ * The 4-bit formats (MXFP4, INT4) get the same treatment against fr_mx_weight_get,
+ * the scalar definition in core/mx.c: random nibbles and scales, cols of one to 65
+ * blocks, token counts through every path, row slices (whose data and scales pointers
+ * fr_weight_rows offsets), the transposed product, every code on its own, the exact
+ * E8M0 edge scales (2^-127 and NaN) and the views the kernels must refuse. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend/cpu/matmul.h"
 #include "check.h"
+#include "core/mx.h"
 
 static uint64_t rng_state = 0x243F6A8885A308D3ull;
 
@@ -330,6 +339,369 @@ static void test_fp8_codes(void) {
     free(data);
 }
 
+/* ------------------------------------------------------------------ 4-bit */
+
+static const fr_dtype q4_dtypes[] = {FR_DTYPE_MXFP4, FR_DTYPE_INT4};
+
+/* A 4-bit test matrix: random data bytes (every nibble is a valid code) and scales;
+ * data and scales at odd addresses when misalign. MXFP4 scales are E8M0 2^-8 .. 2^4
+ * with a few 2^-127 (byte 0); INT4 scales are BF16 of either sign around 2^-4. */
+typedef struct {
+    fr_weight w;
+    uint8_t *data, *scales;
+} q4mat;
+
+static void q4_free(q4mat *m) {
+    free(m->data);
+    free(m->scales);
+}
+
+static int q4_make(q4mat *m, fr_dtype dt, int64_t rows, int64_t cols, int misalign) {
+    memset(m, 0, sizeof *m);
+    const int64_t nb = rows * (cols / 32), db = rows * cols / 2, sb = nb * (dt == FR_DTYPE_MXFP4 ? 1 : 2);
+    m->data = malloc((size_t)db + 16);
+    m->scales = malloc((size_t)sb + 16);
+    if (!m->data || !m->scales) return -1;
+    uint8_t *d = m->data + (misalign ? 1 : 0), *sc = m->scales + (misalign ? 1 : 0);
+    for (int64_t i = 0; i < db; i++) d[i] = (uint8_t)rng_u32();
+    for (int64_t b = 0; b < nb; b++) {
+        if (dt == FR_DTYPE_MXFP4) {
+            const uint32_t u = rng_u32();
+            sc[b] = u % 61 == 0 ? 0 : (uint8_t)(119 + u % 13);
+        } else {
+            const uint16_t h = fr_f32_to_bf16(ldexpf(rng_f(), -3));
+            memcpy(sc + 2 * b, &h, 2);
+        }
+    }
+    m->w = (fr_weight){.dtype = dt, .rows = rows, .cols = cols, .data = d, .scales = sc, .group = 32};
+    return 0;
+}
+
+/* Dense W_real of view rows [r0, r0 + rows) of w, in double, from the scalar definition. */
+static double *q4_dense(const fr_weight *w, int64_t r0, int64_t rows) {
+    const int64_t cols = w->cols;
+    double *d = malloc((size_t)(rows * cols) * sizeof(double));
+    if (!d) return NULL;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) d[r * cols + c] = fr_mx_weight_get(w, r0 + r, c);
+    return d;
+}
+
+/* Every path, both formats, cols of 1, 2, 3, 5 and 65 blocks (chunk tails of every
+ * length for both vector widths), rows not a multiple of the row group, and every
+ * token count: 1 (matvec), 2..17 (prefill tiles), 70 (more than one token block). The
+ * 300 x 2080 case is big enough to be split between threads. */
+static void test_q4_shapes(void) {
+    static const int64_t shapes[][2] = {{1, 32}, {7, 64}, {24, 96}, {130, 160}, {9, 2080}, {300, 2080}};
+    static const int64_t ns[] = {1, 2, 5, 17, 70};
+    int case_no = 0;
+    for (size_t d = 0; d < 2; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const fr_dtype dt = q4_dtypes[d];
+            const int64_t R = shapes[s][0], C = shapes[s][1];
+            q4mat m;
+            double *Wd = NULL;
+            if (q4_make(&m, dt, R, C, case_no++ & 1) != 0 || !(Wd = q4_dense(&m.w, 0, R))) {
+                CHECK_MSG(0, "out of memory");
+                q4_free(&m);
+                continue;
+            }
+            for (int i = 0; i < n_isas; i++) {
+                fr_isa_set_limit(isas[i]);
+                char what[96];
+                snprintf(what, sizeof what, "%s %s %lldx%lld", fr_isa_name(isas[i]), fr_dtype_name(dt),
+                         (long long)R, (long long)C);
+                for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++) {
+                    if (R * C * ns[j] > 4000000) continue; /* the big case: n = 1, 2 only */
+                    check_matmul(&m.w, Wd, ns[j], what);
+                    if (ns[j] <= 5) check_matmul_t(&m.w, Wd, ns[j], what);
+                }
+            }
+            fr_isa_set_limit(FR_ISA_AVX512);
+            free(Wd);
+            q4_free(&m);
+        }
+}
+
+/* Row slices: fr_weight_rows offsets both data and scales; the expected values come
+ * from the full view's rows. */
+static void test_q4_slices(void) {
+    for (size_t d = 0; d < 2; d++) {
+        q4mat m;
+        if (q4_make(&m, q4_dtypes[d], 300, 160, (int)d) != 0) {
+            CHECK_MSG(0, "out of memory");
+            q4_free(&m);
+            continue;
+        }
+        static const int64_t slices[][2] = {{70, 150}, {131, 5}, {299, 1}};
+        for (int s = 0; s < 3; s++) {
+            const int64_t r0 = slices[s][0], len = slices[s][1];
+            double *Wd = q4_dense(&m.w, r0, len);
+            if (!Wd) {
+                CHECK_MSG(0, "out of memory");
+                continue;
+            }
+            fr_weight v = fr_weight_rows(&m.w, r0, len);
+            for (int i = 0; i < n_isas; i++) {
+                fr_isa_set_limit(isas[i]);
+                char what[96];
+                snprintf(what, sizeof what, "%s %s slice [%lld,+%lld)", fr_isa_name(isas[i]),
+                         fr_dtype_name(q4_dtypes[d]), (long long)r0, (long long)len);
+                check_matmul(&v, Wd, 1, what);
+                check_matmul(&v, Wd, 3, what);
+                check_matmul_t(&v, Wd, 1, what);
+                check_matmul_t(&v, Wd, 2, what);
+            }
+            fr_isa_set_limit(FR_ISA_AVX512);
+            free(Wd);
+        }
+        q4_free(&m);
+    }
+}
+
+/* Every code converts exactly on every path: row r (16 rows) holds code r at column
+ * 3 + 2 * r (both nibble positions over the rows) and code 0 elsewhere, scale 1, x all
+ * ones, so y[r] is the code's value (INT4: code 0 is -8, so the other 63 count too). */
+static void test_q4_codes(void) {
+    enum { R = 16, K = 64 };
+    uint8_t data[R * K / 2];
+    uint8_t sc8[R * 2];
+    uint16_t sc16[R * 2];
+    float x[2 * K], y[2 * R], yt[K];
+    for (int c = 0; c < 2 * K; c++) x[c] = 1.0f;
+    for (int i = 0; i < R * 2; i++) {
+        sc8[i] = 127;
+        sc16[i] = 0x3F80;
+    }
+    memset(data, 0, sizeof data);
+    for (int r = 0; r < R; r++) {
+        const int c = 3 + 2 * r;
+        data[r * K / 2 + c / 2] |= (uint8_t)(r << (4 * (c & 1)));
+    }
+    for (size_t d = 0; d < 2; d++) {
+        const fr_dtype dt = q4_dtypes[d];
+        fr_weight w = {.dtype = dt,
+                       .rows = R,
+                       .cols = K,
+                       .data = data,
+                       .group = 32,
+                       .scales = dt == FR_DTYPE_MXFP4 ? (const void *)sc8 : (const void *)sc16};
+        for (int i = 0; i < n_isas; i++) {
+            fr_isa_set_limit(isas[i]);
+            for (int n = 1; n <= 2; n++) {
+                fr_cpu_matmul(y, x, n, &w);
+                int bad = 0;
+                for (int t = 0; t < n; t++)
+                    for (int r = 0; r < R; r++) {
+                        const float want = dt == FR_DTYPE_MXFP4 ? fr_e2m1_to_f32((uint8_t)r)
+                                                                : (float)(r - 8) - 8.0f * (K - 1);
+                        if (y[t * R + r] != want && bad++ < 3)
+                            CHECK_MSG(0, "%s %s n=%d code %d: got %g want %g", fr_isa_name(isas[i]),
+                                      fr_dtype_name(dt), n, r, y[t * R + r], want);
+                    }
+                CHECK(bad == 0);
+            }
+            /* transposed: column 3 + 2r holds code r of row r only (MXFP4) */
+            if (dt == FR_DTYPE_MXFP4) {
+                fr_cpu_matmul_t(yt, x, 1, &w);
+                int bad = 0;
+                for (int c = 0; c < K; c++) {
+                    const float want =
+                        c >= 3 && c < 3 + 2 * R && (c & 1) ? fr_e2m1_to_f32((uint8_t)((c - 3) / 2)) : 0.0f;
+                    if (yt[c] != want && bad++ < 3)
+                        CHECK_MSG(0, "%s matmul_t col %d: got %g want %g", fr_isa_name(isas[i]), c, yt[c],
+                                  want);
+                }
+                CHECK(bad == 0);
+            }
+        }
+        fr_isa_set_limit(FR_ISA_AVX512);
+    }
+}
+
+/* E8M0 edge scales on every path. Byte 0 is 2^-127, an f32 subnormal (a kernel that
+ * built it as 0 << 23 would return zeros): with x around 2^120 the products are normal
+ * numbers and must match the reference to the usual tolerance. Byte 0xFF is NaN: the
+ * rows (matmul) or columns (matmul_t) that touch such a block are NaN, the rest finite.
+ * INT4 with a NaN BF16 scale likewise. */
+static void test_q4_edge_scales(void) {
+    enum { R = 20, K = 160 };
+    for (size_t d = 0; d < 2; d++) {
+        const fr_dtype dt = q4_dtypes[d];
+        q4mat m;
+        if (q4_make(&m, dt, R, K, 1) != 0) {
+            CHECK_MSG(0, "out of memory");
+            q4_free(&m);
+            continue;
+        }
+        uint8_t *sc = (uint8_t *)(uintptr_t)m.w.scales;
+        if (dt == FR_DTYPE_MXFP4) {
+            memset(sc, 0, (size_t)R * (K / 32));
+            double *Wd = q4_dense(&m.w, 0, R);
+            float *x = rand_vec(3 * K), *y = malloc(3 * K * sizeof(float));
+            if (Wd && x && y)
+                for (int i = 0; i < n_isas; i++) {
+                    fr_isa_set_limit(isas[i]);
+                    char what[64];
+                    snprintf(what, sizeof what, "%s MXFP4 scale 2^-127", fr_isa_name(isas[i]));
+                    for (int n = 1; n <= 3; n += 2) {
+                        for (int64_t j = 0; j < n * K; j++) x[j] = ldexpf(rng_f(), 120);
+                        fr_cpu_matmul(y, x, n, &m.w);
+                        int bad = 0;
+                        for (int t = 0; t < n; t++)
+                            for (int r = 0; r < R; r++) {
+                                double ref = 0, mag = 0; /* about 2^-7: no range trouble in double */
+                                for (int c = 0; c < K; c++) {
+                                    const double p = (double)x[t * K + c] * Wd[r * K + c];
+                                    ref += p;
+                                    mag += fabs(p);
+                                }
+                                const double got = (double)y[t * R + r];
+                                if (!(fabs(got - ref) <= TOL * mag) || mag == 0) bad++;
+                            }
+                        CHECK_MSG(bad == 0, "%s n=%d: %d rows off", what, n, bad);
+                        fr_cpu_matmul_t(y, x, n, &m.w); /* x as [n, R] here */
+                        bad = 0;
+                        for (int t = 0; t < n; t++)
+                            for (int c = 0; c < K; c++) {
+                                double ref = 0, mag = 0;
+                                for (int r = 0; r < R; r++) {
+                                    const double p = (double)x[t * R + r] * Wd[r * K + c];
+                                    ref += p;
+                                    mag += fabs(p);
+                                }
+                                if (!(fabs((double)y[t * K + c] - ref) <= TOL * mag) || mag == 0) bad++;
+                            }
+                        CHECK_MSG(bad == 0, "%s n=%d matmul_t: %d columns off", what, n, bad);
+                    }
+                }
+            fr_isa_set_limit(FR_ISA_AVX512);
+            free(Wd);
+            free(x);
+            free(y);
+            memset(sc, 127, (size_t)R * (K / 32));
+            sc[5 * (K / 32) + 2] = 0xFF; /* row 5, columns 64..95 */
+        } else {
+            const uint16_t nan16 = 0x7FC0;
+            memcpy(sc + 2 * (5 * (K / 32) + 2), &nan16, 2);
+        }
+        float x[2 * R * K], y[2 * K];
+        for (int j = 0; j < 2 * R * K; j++) x[j] = rng_f();
+        for (int i = 0; i < n_isas; i++) {
+            fr_isa_set_limit(isas[i]);
+            for (int n = 1; n <= 2; n++) {
+                fr_cpu_matmul(y, x, n, &m.w);
+                int bad = 0;
+                for (int t = 0; t < n; t++)
+                    for (int r = 0; r < R; r++) bad += (r == 5) != (isnan(y[t * R + r]) != 0);
+                CHECK_MSG(bad == 0, "%s %s n=%d NaN scale: %d rows wrong", fr_isa_name(isas[i]),
+                          fr_dtype_name(dt), n, bad);
+                fr_cpu_matmul_t(y, x, n, &m.w);
+                bad = 0;
+                for (int t = 0; t < n; t++)
+                    for (int c = 0; c < K; c++) bad += (c >= 64 && c < 96) != (isnan(y[t * K + c]) != 0);
+                CHECK_MSG(bad == 0, "%s %s n=%d NaN scale (t): %d columns wrong", fr_isa_name(isas[i]),
+                          fr_dtype_name(dt), n, bad);
+            }
+        }
+        fr_isa_set_limit(FR_ISA_AVX512);
+        q4_free(&m);
+    }
+}
+
+/* `bytes` of read-write memory that end exactly where an inaccessible page begins, so
+ * any read past the end faults (the sanitizers do not see vector loads). Returns NULL
+ * on failure; *base / *len are for munmap. */
+static uint8_t *guarded(size_t bytes, void **base, size_t *len) {
+    const size_t pg = (size_t)sysconf(_SC_PAGESIZE), np = (bytes + pg - 1) / pg + 1;
+    uint8_t *m = mmap(NULL, np * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    if (mprotect(m + (np - 1) * pg, pg, PROT_NONE) != 0) {
+        munmap(m, np * pg);
+        return NULL;
+    }
+    *base = m;
+    *len = np * pg;
+    return m + (np - 1) * pg - bytes;
+}
+
+/* The last row's data and the last scale end at a guard page: the kernels' tails
+ * (masked loads, partial chunks, scale vectors) must not read a byte further. */
+static void test_q4_bounds(void) {
+    static const int64_t shapes[][2] = {{1, 32}, {3, 96}, {9, 160}, {5, 64}};
+    for (size_t d = 0; d < 2; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const fr_dtype dt = q4_dtypes[d];
+            const int64_t R = shapes[s][0], C = shapes[s][1];
+            q4mat m;
+            void *b1 = NULL, *b2 = NULL;
+            size_t l1 = 0, l2 = 0;
+            if (q4_make(&m, dt, R, C, 0) != 0) {
+                CHECK_MSG(0, "out of memory");
+                q4_free(&m);
+                continue;
+            }
+            const size_t db = (size_t)(R * C / 2), sb = (size_t)(R * C / 32) * (dt == FR_DTYPE_MXFP4 ? 1 : 2);
+            uint8_t *gd = guarded(db, &b1, &l1), *gs = guarded(sb, &b2, &l2);
+            double *Wd = q4_dense(&m.w, 0, R);
+            if (gd && gs && Wd) {
+                memcpy(gd, m.w.data, db);
+                memcpy(gs, m.w.scales, sb);
+                fr_weight w = m.w;
+                w.data = gd;
+                w.scales = gs;
+                for (int i = 0; i < n_isas; i++) {
+                    fr_isa_set_limit(isas[i]);
+                    char what[96];
+                    snprintf(what, sizeof what, "%s %s %lldx%lld at a guard page", fr_isa_name(isas[i]),
+                             fr_dtype_name(dt), (long long)R, (long long)C);
+                    check_matmul(&w, Wd, 1, what);
+                    check_matmul(&w, Wd, 2, what);
+                    check_matmul_t(&w, Wd, 1, what);
+                    fr_weight last = fr_weight_rows(&w, R - 1, 1);
+                    check_matmul(&last, Wd + (R - 1) * C, 1, what);
+                }
+                fr_isa_set_limit(FR_ISA_AVX512);
+            } else {
+                CHECK_MSG(0, "guard pages / memory unavailable");
+            }
+            if (b1) munmap(b1, l1);
+            if (b2) munmap(b2, l2);
+            free(Wd);
+            q4_free(&m);
+        }
+}
+
+/* Views the kernels cannot read give zeros (never a crash, never a read past the
+ * data): cols not a multiple of 32, a group other than 32, no scales. */
+static void test_q4_rejects(void) {
+    uint8_t data[4 * 48] = {0x77};
+    uint8_t sc[16] = {127, 127, 127, 127, 127, 127, 127, 127};
+    float x[2 * 96], y[2 * 96];
+    for (int i = 0; i < 2 * 96; i++) x[i] = 1.0f;
+    for (size_t d = 0; d < 2; d++) {
+        const fr_weight good = {
+            .dtype = q4_dtypes[d], .rows = 2, .cols = 64, .data = data, .scales = sc, .group = 32};
+        fr_weight bad[3] = {good, good, good};
+        bad[0].cols = 48;
+        bad[1].group = 16;
+        bad[2].scales = NULL;
+        for (int b = 0; b < 3; b++)
+            for (int n = 1; n <= 2; n++) {
+                for (int i = 0; i < 2 * 96; i++) y[i] = NAN;
+                fr_cpu_matmul(y, x, n, &bad[b]);
+                int nz = 0;
+                for (int i = 0; i < n * 2; i++) nz += y[i] != 0.0f;
+                CHECK_MSG(nz == 0, "%s reject case %d n=%d", fr_dtype_name(q4_dtypes[d]), b, n);
+                for (int i = 0; i < 2 * 96; i++) y[i] = NAN;
+                fr_cpu_matmul_t(y, x, n, &bad[b]);
+                nz = 0;
+                for (int i = 0; i < n * bad[b].cols; i++) nz += y[i] != 0.0f;
+                CHECK_MSG(nz == 0, "%s reject case %d n=%d (t)", fr_dtype_name(q4_dtypes[d]), b, n);
+            }
+    }
+}
+
 static void test_isa(void) {
     CHECK(n_isas >= 1 && isas[0] == FR_ISA_PORTABLE);
     CHECK(strcmp(fr_isa_name(FR_ISA_PORTABLE), "portable") == 0);
@@ -358,6 +730,12 @@ int main(void) {
     test_shapes();
     test_many_tokens();
     test_fp8_slices();
+    test_q4_codes();
+    test_q4_edge_scales();
+    test_q4_rejects();
+    test_q4_bounds();
+    test_q4_shapes();
+    test_q4_slices();
     test_bandwidth();
     return check_report("matmul");
 }

@@ -20,6 +20,8 @@
  * path is compiled. */
 #include "matmul.h"
 
+#include "../../core/mx.h"
+
 #include <omp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -169,6 +171,61 @@ static AI float elem(fr_dtype dt, const uint8_t *p, int64_t i) {
     }
 }
 
+/* ------------------------------------------------------ 4-bit formats (shared) */
+
+/* MXFP4 and INT4 (core/mx.h) have the same row layout in memory: cols / 2 bytes,
+ * element 2j in the low nibble of byte j (INT4's little-endian words hold nibble k at
+ * bits 4k), plus one scale per 32 elements. So every kernel below reads both; only
+ * the nibble -> value table and the scale decoding differ. cols is a multiple of 32
+ * (normalize() rejects other views), so rows hold whole 16-byte blocks. */
+static AI bool is_q4(fr_dtype dt) { return dt == FR_DTYPE_MXFP4 || dt == FR_DTYPE_INT4; }
+
+static AI const uint8_t *q4_row(const fr_weight *w, int64_t r) {
+    return (const uint8_t *)w->data + (size_t)r * (size_t)(w->cols / 2);
+}
+
+/* Scale row of view row r (fr_weight_rows has already offset `scales`). */
+static AI const uint8_t *q4_srow(fr_dtype dt, const fr_weight *w, int64_t r) {
+    return (const uint8_t *)w->scales + (size_t)r * (size_t)(w->cols / 32) * (dt == FR_DTYPE_MXFP4 ? 1 : 2);
+}
+
+/* Scale of block b of a scale row, exact (E8M0 0 is 2^-127, 0xFF NaN; BF16 widened). */
+static AI float q4_scale(fr_dtype dt, const uint8_t *srow, int64_t b) {
+    if (dt == FR_DTYPE_MXFP4) return fr_e8m0_to_f32(srow[b]);
+    uint16_t h;
+    memcpy(&h, srow + 2 * b, 2);
+    return fr_bf16_to_f32(h);
+}
+
+/* Nibble -> value: E2M1 for MXFP4 (fr_e2m1_table), u - 8 for INT4. */
+static const float q4_lut_int4[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+static AI const float *q4_lut(fr_dtype dt) { return dt == FR_DTYPE_MXFP4 ? fr_e2m1_table : q4_lut_int4; }
+
+/* Element c of a row, unscaled. */
+static AI float q4_elem(const float *lut, const uint8_t *row, int64_t c) {
+    return lut[(row[c / 2] >> (4 * (c & 1))) & 15];
+}
+
+/* The n = 1 kernels read a 32-bit word of weights (8 nibbles, elements 8d .. 8d+7 of a
+ * chunk) into lane d and extract nibble k of every lane with one shift, so vector k of
+ * a chunk holds elements 8d + k. Rather than interleave eight such vectors back into
+ * element order for every row, x is rearranged once per product to match: in each
+ * chunk of 8 * L elements (L lanes per vector), xp[k * L + d] = x[8d + k]. The buffer is
+ * zero-padded to whole chunks (64-byte aligned) so the kernels never test for a short
+ * chunk of x. Returns NULL when out of memory. */
+static float *q4_prep_x(const float *x, int64_t K, int L) {
+    const int64_t ch = 8 * (int64_t)L, nch = (K + ch - 1) / ch;
+    float *xp = aligned_alloc(64, (size_t)(nch * ch) * sizeof(float));
+    if (!xp) return NULL;
+    for (int64_t j = 0; j < nch; j++)
+        for (int k = 0; k < 8; k++)
+            for (int d = 0; d < L; d++) {
+                const int64_t c = j * ch + 8 * d + k;
+                xp[j * ch + k * L + d] = c < K ? x[c] : 0.0f;
+            }
+    return xp;
+}
+
 /* ===================================================================== AVX-512 */
 #if defined(FR_X86)
 
@@ -310,8 +367,175 @@ static AI T512 void mv_range512_dt(fr_dtype dt, const fr_weight *w, const float 
     for (; r < r_end; r++) mv_group512(dt, 1, w, x, y, r);
 }
 
+#ifndef Q4_PF_AHEAD
+#define Q4_PF_AHEAD PF_AHEAD
+#endif
+
+/* ---- AVX-512, 4-bit formats.
+ *
+ * The matvec takes a chunk of 128 elements of a row as one 64-byte load: lane d holds
+ * the word of elements 8d .. 8d+7, and for k = 0..7 a shift by 4k brings nibble k into
+ * the low 4 bits, which is all vpermps looks at, so one permute through the 16-entry
+ * value table widens 16 weights (E2M1 values, or u - 8 for INT4). x comes rearranged
+ * to match (q4_prep_x). Per 16 weights that is a shift, a permute and an FMA; a chunk's
+ * lanes 4b .. 4b+3 belong to block b of the chunk, so its sums are scaled with one FMA
+ * by a vector holding each block's scale four times. Scales are widened 16 blocks at a
+ * time into a small per-row buffer and spread with one permute per chunk. */
+
+/* v >> 4k in every lane; k is a constant once unrolled, so this is one immediate shift. */
+static AI T512 __m512i srl4k512(__m512i v, int k) {
+    switch (k) {
+    case 0: return v;
+    case 1: return _mm512_srli_epi32(v, 4);
+    case 2: return _mm512_srli_epi32(v, 8);
+    case 3: return _mm512_srli_epi32(v, 12);
+    case 4: return _mm512_srli_epi32(v, 16);
+    case 5: return _mm512_srli_epi32(v, 20);
+    case 6: return _mm512_srli_epi32(v, 24);
+    default: return _mm512_srli_epi32(v, 28);
+    }
+}
+
+/* Scales of blocks b0 .. b0+15 of a scale row as f32 into out[16], exact. E8M0 byte e is
+ * the f32 with bits e << 23, except e = 0 (2^-127, a subnormal: 0x00400000) and e = 0xFF
+ * (NaN: 0x7FC00000), which both need bit 22 too; (e + 1) & 0xFE is zero for exactly those
+ * two. BF16 is the top half of an f32. Blocks at or past `left` are not read (scale 0 or
+ * 2^-127: they only ever multiply zero sums). */
+static AI T512 void q4_scales512(fr_dtype dt, const uint8_t *srow, int64_t b0, int64_t left, float *out) {
+    const __mmask16 m = mask16(left < 16 ? left : 16);
+    __m512i bits;
+    if (dt == FR_DTYPE_MXFP4) {
+        const __m512i e = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, srow + b0));
+        const __mmask16 edge =
+            _mm512_testn_epi32_mask(_mm512_add_epi32(e, _mm512_set1_epi32(1)), _mm512_set1_epi32(0xFE));
+        bits = _mm512_slli_epi32(e, 23);
+        bits = _mm512_mask_or_epi32(bits, edge, bits, _mm512_set1_epi32(0x00400000));
+    } else {
+        bits = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, srow + 2 * b0)), 16);
+    }
+    _mm512_store_ps(out, _mm512_castsi512_ps(bits));
+}
+
+/* y[r0 .. r0+R) for R consecutive rows of a 4-bit matrix; xp is x after q4_prep_x(16).
+ * Rows go innermost so that the R accumulators are independent FMA chains. */
+static AI T512 void mv_q4_group512(fr_dtype dt, int R, const fr_weight *w, const float *xp, float *y,
+                                   int64_t r0) {
+    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4;
+    const __m512 lut = _mm512_loadu_ps(q4_lut(dt));
+    const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const uint8_t *wp[MV_ROWS_512], *sp[MV_ROWS_512];
+    _Alignas(64) float sb[MV_ROWS_512][16];
+    __m512 tot[MV_ROWS_512];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        wp[i] = q4_row(w, r0 + i);
+        sp[i] = q4_srow(dt, w, r0 + i);
+        tot[i] = _mm512_setzero_ps();
+    }
+    for (int64_t j0 = 0; j0 < nch; j0 += 4) { /* 4 chunks = 16 blocks per scale vector */
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) q4_scales512(dt, sp[i], 4 * j0, nb - 4 * j0, sb[i]);
+        for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
+            const int64_t left = nb - 4 * j; /* blocks from this chunk to the end of the row */
+            __m512i raw[MV_ROWS_512];
+            if (left >= 4) {
+#pragma GCC unroll 8
+                for (int i = 0; i < R; i++) {
+                    if (Q4_PF_AHEAD > 0) __builtin_prefetch(wp[i] + 64 * j + Q4_PF_AHEAD, 0, 3);
+                    raw[i] = _mm512_loadu_si512(wp[i] + 64 * j);
+                }
+            } else { /* the last 1-3 blocks; masked lanes read as zero words, against zero x */
+                const __mmask16 m = mask16(4 * left);
+#pragma GCC unroll 8
+                for (int i = 0; i < R; i++) raw[i] = _mm512_maskz_loadu_epi32(m, wp[i] + 64 * j);
+            }
+            const float *xc = xp + 128 * j;
+            __m512 acc[MV_ROWS_512];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const __m512 xk = _mm512_load_ps(xc + 16 * k);
+#pragma GCC unroll 8
+                for (int i = 0; i < R; i++) {
+                    const __m512 v = _mm512_permutexvar_ps(srl4k512(raw[i], k), lut);
+                    acc[i] = k == 0 ? _mm512_mul_ps(v, xk) : _mm512_fmadd_ps(v, xk, acc[i]);
+                }
+            }
+            const __m512i idx = _mm512_add_epi32(quad, _mm512_set1_epi32(4 * (int)(j & 3)));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++)
+                tot[i] = _mm512_fmadd_ps(acc[i], _mm512_permutexvar_ps(idx, _mm512_load_ps(sb[i])), tot[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) y[r0 + i] = _mm512_reduce_add_ps(tot[i]);
+}
+
+static AI T512 void mv_q4_range512(fr_dtype dt, const fr_weight *w, const float *xp, float *y, int64_t r,
+                                   int64_t r_end) {
+    for (; r + MV_ROWS_512 <= r_end; r += MV_ROWS_512) mv_q4_group512(dt, MV_ROWS_512, w, xp, y, r);
+    for (; r + 4 <= r_end; r += 4) mv_q4_group512(dt, 4, w, xp, y, r);
+    for (; r < r_end; r++) mv_q4_group512(dt, 1, w, xp, y, r);
+}
+
+/* 16 weights in element order from the 8 bytes at p (unscaled): lane l takes byte l / 2
+ * and shifts its nibble l & 1 down, then the table. For the prefill panels and matmul_t,
+ * where weights are reused and the extra two uops do not matter. */
+static AI T512 __m512 ld512_q4(__m512 lut, const uint8_t *p) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+    const __m512i t = _mm512_srlv_epi32(
+        _mm512_permutexvar_epi32(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), b),
+        _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0));
+    return _mm512_permutexvar_ps(t, lut);
+}
+
+/* out[0 .. c1-c0) = W_real[r, c0 .. c1) for a 4-bit row: 16 at a time where aligned,
+ * element by element at the (rare) unaligned ends. The scaled weights are exact. */
+static AI T512 void cvt_q4_512(fr_dtype dt, const fr_weight *w, int64_t r, int64_t c0, int64_t c1,
+                               float *out) {
+    const float *lt = q4_lut(dt);
+    const __m512 lut = _mm512_loadu_ps(lt);
+    const uint8_t *p = q4_row(w, r), *sr = q4_srow(dt, w, r);
+    int64_t c = c0;
+    for (; c < c1 && (c & 15); c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
+    for (; c + 16 <= c1; c += 16)
+        _mm512_storeu_ps(out + (c - c0),
+                         _mm512_mul_ps(ld512_q4(lut, p + c / 2), _mm512_set1_ps(q4_scale(dt, sr, c / 32))));
+    for (; c < c1; c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
+}
+
+/* Transposed product over 4-bit weights for one token: NV vectors of 16 columns from
+ * c0 (a multiple of 16) stay in registers while the rows stream past; each row's piece
+ * is widened in element order and scaled (exact), then multiplied by x[r]. */
+static AI T512 void mt_q4_strip512(fr_dtype dt, int NV, const fr_weight *w, const float *x, float *y,
+                                   int64_t c0) {
+    const __m512 lut = _mm512_loadu_ps(q4_lut(dt));
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) acc[j] = _mm512_setzero_ps();
+    for (int64_t r = 0; r < w->rows; r++) {
+        const uint8_t *p = q4_row(w, r) + c0 / 2, *sr = q4_srow(dt, w, r);
+        const __m512 xr = _mm512_set1_ps(x[r]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; j++) {
+            const __m512 s = _mm512_set1_ps(q4_scale(dt, sr, (c0 + 16 * j) / 32));
+            acc[j] = _mm512_fmadd_ps(_mm512_mul_ps(ld512_q4(lut, p + 8 * j), s), xr, acc[j]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(y + c0 + 16 * j, acc[j]);
+}
+
+/* y[c .. c1) for one token; c1 - c is a multiple of 32 (whole blocks). */
+static AI T512 void mt_q4_range512(fr_dtype dt, const fr_weight *w, const float *x, float *y, int64_t c,
+                                   int64_t c1) {
+    for (; c + 128 <= c1; c += 128) mt_q4_strip512(dt, 8, w, x, y, c);
+    for (; c < c1; c += 16) mt_q4_strip512(dt, 1, w, x, y, c);
+}
+
 static T512 void mv_range512(const fr_weight *w, const float *x, float *y, int64_t r, int64_t r_end) {
     switch (w->dtype) {
+    case FR_DTYPE_MXFP4: mv_q4_range512(FR_DTYPE_MXFP4, w, x, y, r, r_end); break;
+    case FR_DTYPE_INT4: mv_q4_range512(FR_DTYPE_INT4, w, x, y, r, r_end); break;
     case FR_DTYPE_F32: mv_range512_dt(FR_DTYPE_F32, w, x, y, r, r_end); break;
     case FR_DTYPE_F16: mv_range512_dt(FR_DTYPE_F16, w, x, y, r, r_end); break;
     case FR_DTYPE_BF16: mv_range512_dt(FR_DTYPE_BF16, w, x, y, r, r_end); break;
@@ -346,6 +570,8 @@ static AI T512 void cvt_row512_dt(fr_dtype dt, const fr_weight *w, int64_t r, in
 
 static T512 void cvt_row512(const fr_weight *w, int64_t r, int64_t c0, int64_t c1, float *out) {
     switch (w->dtype) {
+    case FR_DTYPE_MXFP4: cvt_q4_512(FR_DTYPE_MXFP4, w, r, c0, c1, out); break;
+    case FR_DTYPE_INT4: cvt_q4_512(FR_DTYPE_INT4, w, r, c0, c1, out); break;
     case FR_DTYPE_F32: cvt_row512_dt(FR_DTYPE_F32, w, r, c0, c1, out); break;
     case FR_DTYPE_F16: cvt_row512_dt(FR_DTYPE_F16, w, r, c0, c1, out); break;
     case FR_DTYPE_BF16: cvt_row512_dt(FR_DTYPE_BF16, w, r, c0, c1, out); break;
@@ -458,6 +684,8 @@ static AI T512 void mt_range512_dt(fr_dtype dt, const fr_weight *w, const float 
 
 static T512 void mt_range512(const fr_weight *w, const float *x, float *y, int64_t c0, int64_t c1) {
     switch (w->dtype) {
+    case FR_DTYPE_MXFP4: mt_q4_range512(FR_DTYPE_MXFP4, w, x, y, c0, c1); break;
+    case FR_DTYPE_INT4: mt_q4_range512(FR_DTYPE_INT4, w, x, y, c0, c1); break;
     case FR_DTYPE_F32: mt_range512_dt(FR_DTYPE_F32, w, x, y, c0, c1); break;
     case FR_DTYPE_F16: mt_range512_dt(FR_DTYPE_F16, w, x, y, c0, c1); break;
     case FR_DTYPE_BF16: mt_range512_dt(FR_DTYPE_BF16, w, x, y, c0, c1); break;
@@ -589,8 +817,182 @@ static AI T256 void mv_range256_dt(fr_dtype dt, const fr_weight *w, const float 
     for (; r < r_end; r++) mv_group256(dt, 1, w, x, y, r);
 }
 
+/* ---- AVX2, 4-bit formats: the AVX-512 scheme (mv_q4_group512) on 8 lanes, a chunk
+ * being 64 elements (one 32-byte load, two blocks). vpermps has only 8 table entries
+ * here, so the sign bit of the nibble is handled apart: MXFP4 looks up the magnitude
+ * (code & 7) and moves nibble bit 3 into the f32 sign; INT4 flips bit 3 of every nibble
+ * once per load (u ^ 8 is u - 8 as a two's-complement nibble), shifts the nibble to the
+ * top of the lane and sign-extends it back down, then converts the integer. */
+
+static AI T256 __m256i srl4k256(__m256i v, int k) {
+    switch (k) {
+    case 0: return v;
+    case 1: return _mm256_srli_epi32(v, 4);
+    case 2: return _mm256_srli_epi32(v, 8);
+    case 3: return _mm256_srli_epi32(v, 12);
+    case 4: return _mm256_srli_epi32(v, 16);
+    case 5: return _mm256_srli_epi32(v, 20);
+    case 6: return _mm256_srli_epi32(v, 24);
+    default: return _mm256_srli_epi32(v, 28);
+    }
+}
+
+/* v << (28 - 4k): nibble k to bits 28..31. */
+static AI T256 __m256i sll4k256(__m256i v, int k) {
+    switch (k) {
+    case 0: return _mm256_slli_epi32(v, 28);
+    case 1: return _mm256_slli_epi32(v, 24);
+    case 2: return _mm256_slli_epi32(v, 20);
+    case 3: return _mm256_slli_epi32(v, 16);
+    case 4: return _mm256_slli_epi32(v, 12);
+    case 5: return _mm256_slli_epi32(v, 8);
+    case 6: return _mm256_slli_epi32(v, 4);
+    default: return v;
+    }
+}
+
+/* As q4_scales512 for 8 blocks; a short end of the row goes through a zeroed copy. */
+static AI T256 void q4_scales256(fr_dtype dt, const uint8_t *srow, int64_t b0, int64_t left, float *out) {
+    const size_t es = dt == FR_DTYPE_MXFP4 ? 1 : 2;
+    uint8_t tmp[16] = {0};
+    const uint8_t *src = srow + (size_t)b0 * es;
+    if (left < 8) {
+        memcpy(tmp, src, (size_t)left * es);
+        src = tmp;
+    }
+    __m256i bits;
+    if (dt == FR_DTYPE_MXFP4) {
+        const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)src));
+        const __m256i edge = _mm256_cmpeq_epi32(
+            _mm256_and_si256(_mm256_add_epi32(e, _mm256_set1_epi32(1)), _mm256_set1_epi32(0xFE)),
+            _mm256_setzero_si256());
+        bits =
+            _mm256_or_si256(_mm256_slli_epi32(e, 23), _mm256_and_si256(edge, _mm256_set1_epi32(0x00400000)));
+    } else {
+        bits = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)src)), 16);
+    }
+    _mm256_store_ps(out, _mm256_castsi256_ps(bits));
+}
+
+/* 8 weights of chunk word vector `raw`, nibble k of each lane, unscaled (see above;
+ * for INT4 raw has had every nibble's bit 3 flipped). */
+static AI T256 __m256 q4_nib256(fr_dtype dt, __m256i raw, int k, __m256 mag) {
+    if (dt == FR_DTYPE_MXFP4) {
+        const __m256i sign = _mm256_and_si256(sll4k256(raw, k), _mm256_set1_epi32((int)0x80000000u));
+        return _mm256_xor_ps(_mm256_permutevar8x32_ps(mag, srl4k256(raw, k)), _mm256_castsi256_ps(sign));
+    }
+    return _mm256_cvtepi32_ps(_mm256_srai_epi32(sll4k256(raw, k), 28));
+}
+
+/* y[r0 .. r0+R) for R consecutive rows; xp is x after q4_prep_x(8). */
+static AI T256 void mv_q4_group256(fr_dtype dt, int R, const fr_weight *w, const float *xp, float *y,
+                                   int64_t r0) {
+    const int64_t nb = w->cols / 32, nch = (nb + 1) / 2;
+    const __m256 mag = _mm256_loadu_ps(fr_e2m1_table); /* codes 0..7 */
+    const __m256i pair = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+    const uint8_t *wp[MV_ROWS_256], *sp[MV_ROWS_256];
+    _Alignas(32) float sb[MV_ROWS_256][8];
+    __m256 tot[MV_ROWS_256];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        wp[i] = q4_row(w, r0 + i);
+        sp[i] = q4_srow(dt, w, r0 + i);
+        tot[i] = _mm256_setzero_ps();
+    }
+    for (int64_t j0 = 0; j0 < nch; j0 += 4) { /* 4 chunks = 8 blocks per scale vector */
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) q4_scales256(dt, sp[i], 2 * j0, nb - 2 * j0, sb[i]);
+        for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
+            const int64_t left = nb - 2 * j;
+            __m256i raw[MV_ROWS_256];
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                if (left >= 2) {
+                    if ((j & 1) == 0) __builtin_prefetch(wp[i] + 32 * j + Q4_PF_AHEAD, 0, 3);
+                    raw[i] = _mm256_loadu_si256((const __m256i *)(wp[i] + 32 * j));
+                } else { /* one block left: the other four words are not read (maskload) */
+                    raw[i] = _mm256_maskload_epi32((const int *)(const void *)(wp[i] + 32 * j),
+                                                   _mm256_set_epi32(0, 0, 0, 0, -1, -1, -1, -1));
+                }
+                if (dt == FR_DTYPE_INT4)
+                    raw[i] = _mm256_xor_si256(raw[i], _mm256_set1_epi32((int)0x88888888u));
+            }
+            const float *xc = xp + 64 * j;
+            __m256 acc[MV_ROWS_256];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                const __m256 xk = _mm256_load_ps(xc + 8 * k);
+#pragma GCC unroll 8
+                for (int i = 0; i < R; i++) {
+                    const __m256 v = q4_nib256(dt, raw[i], k, mag);
+                    acc[i] = k == 0 ? _mm256_mul_ps(v, xk) : _mm256_fmadd_ps(v, xk, acc[i]);
+                }
+            }
+            const __m256i idx = _mm256_add_epi32(pair, _mm256_set1_epi32(2 * (int)(j & 3)));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++)
+                tot[i] =
+                    _mm256_fmadd_ps(acc[i], _mm256_permutevar8x32_ps(_mm256_load_ps(sb[i]), idx), tot[i]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) y[r0 + i] = hsum256(tot[i]);
+}
+
+static AI T256 void mv_q4_range256(fr_dtype dt, const fr_weight *w, const float *xp, float *y, int64_t r,
+                                   int64_t r_end) {
+    for (; r + MV_ROWS_256 <= r_end; r += MV_ROWS_256) mv_q4_group256(dt, MV_ROWS_256, w, xp, y, r);
+    for (; r < r_end; r++) mv_q4_group256(dt, 1, w, xp, y, r);
+}
+
+/* 8 weights in element order from the 4 bytes at p (unscaled), through the full
+ * 16-entry table: two 8-entry lookups and a blend on nibble bit 3. */
+static AI T256 __m256 ld256_q4(const float *lut, const uint8_t *p) {
+    int32_t u;
+    memcpy(&u, p, 4);
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_cvtsi32_si128(u));
+    const __m256i t =
+        _mm256_srlv_epi32(_mm256_permutevar8x32_epi32(b, _mm256_set_epi32(3, 3, 2, 2, 1, 1, 0, 0)),
+                          _mm256_set_epi32(4, 0, 4, 0, 4, 0, 4, 0));
+    const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(lut), t);
+    const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(lut + 8), t);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(t, 28)));
+}
+
+static AI T256 void cvt_q4_256(fr_dtype dt, const fr_weight *w, int64_t r, int64_t c0, int64_t c1,
+                               float *out) {
+    const float *lt = q4_lut(dt);
+    const uint8_t *p = q4_row(w, r), *sr = q4_srow(dt, w, r);
+    int64_t c = c0;
+    for (; c < c1 && (c & 7); c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
+    for (; c + 8 <= c1; c += 8)
+        _mm256_storeu_ps(out + (c - c0),
+                         _mm256_mul_ps(ld256_q4(lt, p + c / 2), _mm256_set1_ps(q4_scale(dt, sr, c / 32))));
+    for (; c < c1; c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
+}
+
+/* As mt_q4_strip512: one block (32 columns, four vectors) from c0. */
+static AI T256 void mt_q4_block256(fr_dtype dt, const fr_weight *w, const float *x, float *y, int64_t c0) {
+    const float *lt = q4_lut(dt);
+    __m256 acc[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t r = 0; r < w->rows; r++) {
+        const uint8_t *p = q4_row(w, r) + c0 / 2;
+        const __m256 s = _mm256_set1_ps(q4_scale(dt, q4_srow(dt, w, r), c0 / 32));
+        const __m256 xr = _mm256_set1_ps(x[r]);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            acc[j] = _mm256_fmadd_ps(_mm256_mul_ps(ld256_q4(lt, p + 4 * j), s), xr, acc[j]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) _mm256_storeu_ps(y + c0 + 8 * j, acc[j]);
+}
+
 static T256 void mv_range256(const fr_weight *w, const float *x, float *y, int64_t r, int64_t r_end) {
     switch (w->dtype) {
+    case FR_DTYPE_MXFP4: mv_q4_range256(FR_DTYPE_MXFP4, w, x, y, r, r_end); break;
+    case FR_DTYPE_INT4: mv_q4_range256(FR_DTYPE_INT4, w, x, y, r, r_end); break;
     case FR_DTYPE_F32: mv_range256_dt(FR_DTYPE_F32, w, x, y, r, r_end); break;
     case FR_DTYPE_F16: mv_range256_dt(FR_DTYPE_F16, w, x, y, r, r_end); break;
     case FR_DTYPE_BF16: mv_range256_dt(FR_DTYPE_BF16, w, x, y, r, r_end); break;
@@ -620,6 +1022,8 @@ static AI T256 void cvt_row256_dt(fr_dtype dt, const fr_weight *w, int64_t r, in
 
 static T256 void cvt_row256(const fr_weight *w, int64_t r, int64_t c0, int64_t c1, float *out) {
     switch (w->dtype) {
+    case FR_DTYPE_MXFP4: cvt_q4_256(FR_DTYPE_MXFP4, w, r, c0, c1, out); break;
+    case FR_DTYPE_INT4: cvt_q4_256(FR_DTYPE_INT4, w, r, c0, c1, out); break;
     case FR_DTYPE_F32: cvt_row256_dt(FR_DTYPE_F32, w, r, c0, c1, out); break;
     case FR_DTYPE_F16: cvt_row256_dt(FR_DTYPE_F16, w, r, c0, c1, out); break;
     case FR_DTYPE_BF16: cvt_row256_dt(FR_DTYPE_BF16, w, r, c0, c1, out); break;
@@ -725,6 +1129,15 @@ static AI T256 void mt_range256_dt(fr_dtype dt, const fr_weight *w, const float 
 }
 
 static T256 void mt_range256(const fr_weight *w, const float *x, float *y, int64_t c0, int64_t c1) {
+    if (is_q4(w->dtype)) { /* c1 - c0 is a multiple of 32 */
+        for (int64_t c = c0; c < c1; c += 32) {
+            if (w->dtype == FR_DTYPE_MXFP4)
+                mt_q4_block256(FR_DTYPE_MXFP4, w, x, y, c);
+            else
+                mt_q4_block256(FR_DTYPE_INT4, w, x, y, c);
+        }
+        return;
+    }
     switch (w->dtype) {
     case FR_DTYPE_F32: mt_range256_dt(FR_DTYPE_F32, w, x, y, c0, c1); break;
     case FR_DTYPE_F16: mt_range256_dt(FR_DTYPE_F16, w, x, y, c0, c1); break;
@@ -779,9 +1192,30 @@ static AI void mv_row_portable_dt(fr_dtype dt, const fr_weight *w, const float *
     y[r] = tot;
 }
 
+/* 4-bit row in element order: each block's sum (four chains) times its scale. */
+static AI void mv_q4_row_portable(fr_dtype dt, const fr_weight *w, const float *x, float *y, int64_t r) {
+    const float *lut = q4_lut(dt);
+    const uint8_t *p = q4_row(w, r), *sr = q4_srow(dt, w, r);
+    float tot = 0.0f;
+    for (int64_t b = 0; b < w->cols / 32; b++) {
+        const uint8_t *pb = p + 16 * b;
+        const float *xb = x + 32 * b;
+        float acc[4] = {0, 0, 0, 0};
+        for (int j = 0; j < 16; j += 2)
+            for (int l = 0; l < 2; l++) {
+                acc[2 * l] += lut[pb[j + l] & 15] * xb[2 * (j + l)];
+                acc[2 * l + 1] += lut[pb[j + l] >> 4] * xb[2 * (j + l) + 1];
+            }
+        tot += ((acc[0] + acc[1]) + (acc[2] + acc[3])) * q4_scale(dt, sr, b);
+    }
+    y[r] = tot;
+}
+
 static void mv_range_portable(const fr_weight *w, const float *x, float *y, int64_t r, int64_t r_end) {
     for (; r < r_end; r++) {
         switch (w->dtype) {
+        case FR_DTYPE_MXFP4: mv_q4_row_portable(FR_DTYPE_MXFP4, w, x, y, r); break;
+        case FR_DTYPE_INT4: mv_q4_row_portable(FR_DTYPE_INT4, w, x, y, r); break;
         case FR_DTYPE_F32: mv_row_portable_dt(FR_DTYPE_F32, w, x, y, r); break;
         case FR_DTYPE_F16: mv_row_portable_dt(FR_DTYPE_F16, w, x, y, r); break;
         case FR_DTYPE_BF16: mv_row_portable_dt(FR_DTYPE_BF16, w, x, y, r); break;
@@ -792,6 +1226,12 @@ static void mv_range_portable(const fr_weight *w, const float *x, float *y, int6
 
 static void cvt_row_portable(const fr_weight *w, int64_t r, int64_t c0, int64_t c1, float *out) {
     const fr_dtype dt = w->dtype;
+    if (is_q4(dt)) {
+        const float *lut = q4_lut(dt);
+        const uint8_t *p = q4_row(w, r), *sr = q4_srow(dt, w, r);
+        for (int64_t c = c0; c < c1; c++) out[c - c0] = q4_elem(lut, p, c) * q4_scale(dt, sr, c / 32);
+        return;
+    }
     const uint8_t *p = row_ptr(w, r);
     if (dt == FR_DTYPE_F8_E4M3) {
         const float *sp = scale_row(w, r);
@@ -858,22 +1298,25 @@ typedef struct {
     mk_fn mk;
     mt_fn mt;
     sum_fn sum;
+    int q4_lanes; /* > 0: mv takes 4-bit rows against q4_prep_x(x, K, q4_lanes), not x */
 } kernels;
 
 static kernels pick(fr_isa isa) {
 #if defined(FR_X86)
-    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, cvt_row512, mk512, mt_range512, sum512};
-    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, cvt_row256, mk256, mt_range256, sum256};
+    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, cvt_row512, mk512, mt_range512, sum512, 16};
+    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, cvt_row256, mk256, mt_range256, sum256, 8};
 #else
     (void)isa;
 #endif
-    return (kernels){mv_range_portable, cvt_row_portable, mk_portable, mt_range_portable, sum_portable};
+    return (kernels){mv_range_portable, cvt_row_portable, mk_portable, mt_range_portable, sum_portable, 0};
 }
 
-/* Kernels see only F32/F16/BF16/F8 views with sane FP8 blocking: an FP8 view
- * without scales reads as scale 1 and non-positive block sizes as one block, so a
- * malformed view gives wrong numbers rather than a crash. Returns false for dtypes
- * that have no product (the output is then zero, as fr_weight_get reads them). */
+/* Kernels see only F32/F16/BF16/F8 views with sane FP8 blocking, and 4-bit views in
+ * the one shape they read: an FP8 view without scales reads as scale 1 and
+ * non-positive block sizes as one block, so a malformed view gives wrong numbers
+ * rather than a crash. Returns false for dtypes that have no product, and for MXFP4 and
+ * INT4 views without scales, with a group other than 32 or with cols not a multiple of
+ * 32 (the loader never makes those): the output is then zero. */
 static bool normalize(const fr_weight *w, fr_weight *out) {
     static const float one = 1.0f;
     *out = *w;
@@ -891,6 +1334,8 @@ static bool normalize(const fr_weight *w, fr_weight *out) {
         if (out->block_rows <= 0) out->block_rows = INT32_MAX;
         if (out->block_cols <= 0) out->block_cols = INT32_MAX;
         return true;
+    case FR_DTYPE_MXFP4:
+    case FR_DTYPE_INT4: return w->data && w->scales && w->group == 32 && w->cols % 32 == 0;
     default: return false;
     }
 }
@@ -898,23 +1343,30 @@ static bool normalize(const fr_weight *w, fr_weight *out) {
 static void matvec(float *y, const float *x, const fr_weight *w, const kernels *k) {
     const int64_t rows = w->rows;
     const int64_t groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
-    if (rows * w->cols < PAR_MIN_ELEMS || groups < 2) {
-        k->mv(w, x, y, 0, rows);
-        return;
+    float *xp = NULL; /* 4-bit weights: x in the kernels' order, shared by all threads */
+    if (is_q4(w->dtype) && k->q4_lanes > 0) {
+        xp = q4_prep_x(x, w->cols, k->q4_lanes);
+        if (!xp) { /* out of memory: the portable kernel reads x as it is */
+            const kernels p = pick(FR_ISA_PORTABLE);
+            matvec(y, x, w, &p);
+            return;
+        }
+        x = xp;
     }
-    /* One contiguous run of row groups per thread: each thread streams its own part
-     * of the matrix front to back, which the hardware prefetchers follow best. */
     int64_t chunks = omp_get_max_threads();
     if (chunks > groups) chunks = groups;
-    if (chunks < 2) {
+    if (rows * w->cols < PAR_MIN_ELEMS || chunks < 2) {
         k->mv(w, x, y, 0, rows);
-        return;
-    }
+    } else {
+        /* One contiguous run of row groups per thread: each thread streams its own part
+         * of the matrix front to back, which the hardware prefetchers follow best. */
 #pragma omp parallel for schedule(static)
-    for (int64_t ch = 0; ch < chunks; ch++) {
-        const int64_t g0 = groups * ch / chunks, g1 = groups * (ch + 1) / chunks;
-        k->mv(w, x, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
+        for (int64_t ch = 0; ch < chunks; ch++) {
+            const int64_t g0 = groups * ch / chunks, g1 = groups * (ch + 1) / chunks;
+            k->mv(w, x, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
+        }
     }
+    free(xp);
 }
 
 /* Prefill: work items are (panel of GEMM_RP rows) x (block of GEMM_TB tokens). Each
@@ -924,7 +1376,9 @@ static void gemm(float *y, const float *x, int64_t n, const fr_weight *w, const 
     const int64_t rows = w->rows, K = w->cols;
     const int64_t nkb = (K + GEMM_KB - 1) / GEMM_KB;
     int64_t KB = (K + nkb - 1) / nkb;
-    KB = (KB + 15) / 16 * 16; /* equal K blocks, vector aligned, never above GEMM_KB */
+    /* equal K blocks, vector aligned (4-bit: whole scale blocks), never above GEMM_KB */
+    const int64_t align = is_q4(w->dtype) ? 32 : 16;
+    KB = (KB + align - 1) / align * align;
     if (KB > K) KB = K;
     const int64_t np = (rows + GEMM_RP - 1) / GEMM_RP, ntb = (n + GEMM_TB - 1) / GEMM_TB;
     const int64_t items = np * ntb;
@@ -939,7 +1393,9 @@ static void gemm(float *y, const float *x, int64_t n, const fr_weight *w, const 
             const int64_t r0 = it / ntb * GEMM_RP, rp = min64(GEMM_RP, rows - r0);
             const int64_t t0 = it % ntb * GEMM_TB, tn = min64(GEMM_TB, n - t0);
             if (!direct && !buf) { /* out of memory: slower, but still right */
-                for (int64_t t = t0; t < t0 + tn; t++) k->mv(w, x + t * K, y + t * rows, r0, r0 + rp);
+                /* (the vector 4-bit matvecs want a rearranged x: use the portable one) */
+                const mv_fn mv = is_q4(w->dtype) ? mv_range_portable : k->mv;
+                for (int64_t t = t0; t < t0 + tn; t++) mv(w, x + t * K, y + t * rows, r0, r0 + rp);
                 continue;
             }
             for (int64_t k0 = 0; k0 < K; k0 += KB) {
