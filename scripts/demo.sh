@@ -1,7 +1,7 @@
 #!/bin/sh
-# make demo: synthesize the `tiny` random-weight checkpoint and generate from it, then run
-# the small trained kjv-tiny checkpoint shipped in models/. Prompts are token ids until the
-# tokenizer lands (issue #3). Synth weights are random: their output ids mean nothing.
+# make demo: synthesize the `tiny` random-weight checkpoint and generate from it (ids in,
+# ids out: its weights are random, so its output means nothing), then run the small
+# trained kjv-tiny checkpoint shipped in models/ with text in and text out.
 set -e
 BUILD=${1:-build}
 FR=$BUILD/frontier
@@ -13,8 +13,11 @@ echo
 echo "== frontier run $OUT/tiny --ids 1,17,42,99 -n 16 (greedy)"
 $FR run "$OUT/tiny" --ids 1,17,42,99 -n 16
 echo
-echo "== frontier run models/kjv-tiny (trained; prompt = BOS + \"And God said\" as ids)"
+echo "== frontier run models/kjv-tiny (trained on the King James Bible)"
 $FR info models/kjv-tiny
-$FR run models/kjv-tiny --ids 0,297,388,389 -n 24 | tee "$OUT/kjv.ids"
-printf 'as text: And God said'
-/usr/bin/python3 scripts/show_text.py models/kjv-tiny/tokenizer.json < "$OUT/kjv.ids"
+for p in "And God said" "The LORD is my shepherd" "In the beginning"; do
+    echo
+    echo "prompt: $p"
+    printf '%s' "$p"
+    $FR run models/kjv-tiny -p "$p" -n 40
+done

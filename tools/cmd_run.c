@@ -9,6 +9,7 @@
 #include "engine/sampler.h"
 #include "model/forward.h"
 #include "model/quantize.h"
+#include "prompt.h"
 
 static double now_s(void) {
     struct timespec ts;
@@ -18,6 +19,8 @@ static double now_s(void) {
 
 typedef struct {
     const char *dir, *ids_arg, *out;
+    const char *prompt; /* -p TEXT: encoded with the checkpoint's tokenizer; output is text */
+    bool chat;          /* --chat: the prompt is one user message through the chat template */
     int64_t n_predict, threads, decode_from;
     bool has_decode_from;
     bool quantize_experts; /* --quantize-experts mxfp4 */
@@ -52,6 +55,8 @@ static fr_status parse(int argc, char **argv, bool logits, run_opts *o, fr_error
         else if (!strcmp(a, "--quantize-experts")) { VAL(); rc = parse_quantize(v, o, err); }
         else if (logits && !strcmp(a, "--out")) { VAL(); o->out = v; }
         else if (logits && !strcmp(a, "--decode-from")) { VAL(); rc = fr_arg_i64(a, v, 0, INT32_MAX, &o->decode_from, err); o->has_decode_from = true; }
+        else if (!logits && (!strcmp(a, "-p") || !strcmp(a, "--prompt"))) { VAL(); o->prompt = v; }
+        else if (!logits && !strcmp(a, "--chat")) o->chat = true;
         else if (!logits && !strcmp(a, "-n")) { VAL(); rc = fr_arg_i64(a, v, 0, 1 << 24, &o->n_predict, err); }
         else if (!logits && !strcmp(a, "--temp")) { VAL(); rc = fr_arg_f32(a, v, 0.0f, 100.0f, &o->sp.temperature, err); }
         else if (!logits && !strcmp(a, "--top-k")) { VAL(); rc = fr_arg_i64(a, v, 0, INT32_MAX, &k, err); o->sp.top_k = (int)k; }
@@ -63,7 +68,9 @@ static fr_status parse(int argc, char **argv, bool logits, run_opts *o, fr_error
         if (rc) return rc;
     }
     if (!o->dir) return fr_fail(err, FR_ERR_INVALID, "missing the checkpoint directory");
-    if (!o->ids_arg) return fr_fail(err, FR_ERR_INVALID, "missing --ids (text prompts come with the tokenizer)");
+    if (!o->ids_arg == !o->prompt)
+        return fr_fail(err, FR_ERR_INVALID, logits ? "missing --ids" : "give the prompt as --ids 1,2,3 or as -p TEXT (not both)");
+    if (o->chat && !o->prompt) return fr_fail(err, FR_ERR_INVALID, "--chat needs a text prompt (-p TEXT)");
     if (logits && !o->out) return fr_fail(err, FR_ERR_INVALID, "missing --out FILE");
     return FR_OK;
 }
@@ -72,6 +79,7 @@ typedef struct {
     fr_model *model;
     fr_backend *be;
     fr_session *sess;
+    fr_tokenizer *tok; /* only for text prompts */
     int32_t *ids;
     int64_t n_ids;
 } run_ctx;
@@ -80,12 +88,19 @@ static void ctx_free(run_ctx *c) {
     fr_session_free(c->sess);
     fr_model_free(c->model);
     fr_backend_destroy(c->be);
+    fr_tokenizer_free(c->tok);
     free(c->ids);
 }
 
 static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_error *err) {
     memset(c, 0, sizeof *c);
-    fr_status rc = fr_arg_ids(o->ids_arg, &c->ids, &c->n_ids, err);
+    fr_status rc;
+    if (o->prompt) {
+        if ((rc = fr_tokenizer_load(o->dir, &c->tok, err))) return rc;
+        rc = fr_prompt_encode(o->dir, c->tok, o->prompt, o->chat, &c->ids, &c->n_ids, err);
+    } else {
+        rc = fr_arg_ids(o->ids_arg, &c->ids, &c->n_ids, err);
+    }
     if (rc) return rc;
     if ((rc = fr_cpu_backend_create((int)o->threads, &c->be, err))) return rc;
     if ((rc = fr_model_load(o->dir, &c->model, err))) return rc;
@@ -152,13 +167,17 @@ int fr_cmd_run(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
     if (argc < 2)
-        return fprintf(stderr, "usage: frontier run DIR --ids 1,2,3 [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--quantize-experts mxfp4]\n"), 2;
+        return fprintf(stderr, "usage: frontier run DIR (--ids 1,2,3 | -p TEXT [--chat]) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--quantize-experts mxfp4]\n"), 2;
     if (parse(argc, argv, false, &o, &err)) return fr_cli_error("run", &err), 2;
     run_ctx c;
     fr_sampler smp = {0};
     float *logits = NULL;
+    fr_detok *detok = NULL;
+    fr_tok_text piece = {0};
     fr_status rc = setup(&o, o.n_predict, &c, &err);
     if (rc) goto out;
+    /* Text prompts stream text: special tokens (EOS, turn markers) are left out. */
+    if (c.tok && (rc = fr_detok_create(c.tok, FR_TOK_SKIP_SPECIAL | FR_TOK_LOSSY, &detok, &err))) goto out;
     const int64_t V = c.model->cfg.vocab_size;
     if ((rc = fr_sampler_init(&smp, &o.sp, V, &err))) goto out;
     logits = malloc((size_t)V * sizeof *logits);
@@ -172,7 +191,13 @@ int fr_cmd_run(int argc, char **argv) {
     int64_t produced = 0;
     for (; produced < o.n_predict; produced++) {
         int32_t id = fr_sampler_sample(&smp, logits);
-        printf(produced ? " %d" : "%d", id);
+        if (detok) {
+            piece.len = 0;
+            if ((rc = fr_detok_push(detok, id, &piece, &err))) goto out;
+            fwrite(piece.data, 1, piece.len, stdout);
+        } else {
+            printf(produced ? " %d" : "%d", id);
+        }
         fflush(stdout);
         if (is_eos(&c.model->cfg, id)) {
             produced++;
@@ -182,12 +207,19 @@ int fr_cmd_run(int argc, char **argv) {
             goto out;
     }
     double t2 = now_s();
+    if (detok) {
+        piece.len = 0;
+        if ((rc = fr_detok_finish(detok, &piece, &err))) goto out;
+        fwrite(piece.data, 1, piece.len, stdout);
+    }
     printf("\n");
     fflush(stdout);
     fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.2f tok/s)\n",
             (long long)c.n_ids, t1 - t0, (double)c.n_ids / (t1 - t0), (long long)produced, t2 - t1,
             produced > 1 ? (double)(produced - 1) / (t2 - t1) : 0.0);
 out:
+    fr_detok_destroy(detok);
+    fr_tok_text_release(&piece);
     fr_sampler_release(&smp);
     free(logits);
     ctx_free(&c);

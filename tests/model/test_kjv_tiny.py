@@ -212,6 +212,17 @@ def main():
     except Fail as e:
         record(f"engine run -n {N_GEN} greedy ids", False, str(e))
 
+    # 6. text in, text out: the engine's own tokenizer and streaming detokenizer must reproduce
+    # the continuations transformers produced (recorded in the checkpoint's README).
+    for prompt, want in [("And God said", " unto him, Thy brother is come; and thy father hath killed the fatted calf."),
+                         ("The LORD is my shepherd", ", the God of my salvation; I will set my vengeance upon his servants.")]:
+        name = f"engine run -p {prompt!r} (text)"
+        try:
+            outp = run([frontier, "run", d, "-p", prompt, "-n", "20"])
+            record(name, outp.startswith(want), f"{outp.strip()[:90]!r}")
+        except Fail as e:
+            record(name, False, str(e))
+
     if tmp_ctx:
         tmp_ctx.cleanup()
     n_fail = sum(1 for r in results if not r[1])
