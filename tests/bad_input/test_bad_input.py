@@ -12,6 +12,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cli_check import CliCheck  # noqa: E402
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--frontier", required=True)
 ap.add_argument("--workdir", required=True)
@@ -21,43 +24,8 @@ W = args.workdir
 shutil.rmtree(W, ignore_errors=True)
 os.makedirs(W)
 
-passed = failed = 0
-
-
-def run(argv, timeout=120):
-    return subprocess.run([FR] + argv, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-
-
-def expect_error(name, argv, must_contain=None):
-    global passed, failed
-    r = run(argv)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    problems = []
-    if r.returncode < 0:
-        problems.append("killed by signal %d" % -r.returncode)
-    elif r.returncode not in (1, 2):
-        problems.append("exit status %d (want 1 or 2)" % r.returncode)
-    if len(lines) != 1:
-        problems.append("%d stderr lines (want 1): %r" % (len(lines), r.stderr[-2000:]))
-    elif not lines[0].startswith("frontier"):
-        problems.append("stderr line does not start with 'frontier': %r" % lines[0])
-    if must_contain and must_contain not in r.stderr:
-        problems.append("stderr lacks %r: %r" % (must_contain, r.stderr[-500:]))
-    if problems:
-        failed += 1
-        print("FAIL %-40s %s" % (name, "; ".join(problems)))
-    else:
-        passed += 1
-        print("ok   %-40s %s" % (name, lines[0][:110]))
-
-
-def must_succeed(argv):
-    r = run(argv)
-    if r.returncode != 0:
-        print("fixture command failed: %s\n%s" % (" ".join(argv), r.stderr))
-        sys.exit(1)
-    return r
+CHECK = CliCheck(FR, 40)
+run, expect_error, must_succeed = CHECK.run, CHECK.expect_error, CHECK.must_succeed
 
 
 good = os.path.join(W, "good")
@@ -204,5 +172,4 @@ expect_error("synth unknown preset", ["synth", "nonexistent-preset", os.path.joi
 expect_error("synth bad layers", ["synth", "tiny", os.path.join(W, "s2"), "--layers", "zero"])
 expect_error("bench preset without dummy", ["bench", "--preset", "tiny"])
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+CHECK.finish()

@@ -15,6 +15,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from cli_check import CliCheck  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser()
 ap.add_argument("--frontier", required=True)
@@ -25,43 +28,8 @@ W = args.workdir
 shutil.rmtree(W, ignore_errors=True)
 os.makedirs(W)
 
-passed = failed = 0
-
-
-def run(argv, timeout=120):
-    return subprocess.run([FR] + argv, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-
-
-def expect_error(name, argv, must_contain=None):
-    global passed, failed
-    r = run(argv)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    problems = []
-    if r.returncode < 0:
-        problems.append("killed by signal %d" % -r.returncode)
-    elif r.returncode not in (1, 2):
-        problems.append("exit status %d (want 1 or 2)" % r.returncode)
-    if len(lines) != 1:
-        problems.append("%d stderr lines (want 1): %r" % (len(lines), r.stderr[-2000:]))
-    elif not lines[0].startswith("frontier"):
-        problems.append("stderr line does not start with 'frontier': %r" % lines[0])
-    if must_contain and must_contain not in r.stderr:
-        problems.append("stderr lacks %r: %r" % (must_contain, r.stderr[-500:]))
-    if problems:
-        failed += 1
-        print("FAIL %-44s %s" % (name, "; ".join(problems)))
-    else:
-        passed += 1
-        print("ok   %-44s %s" % (name, lines[0][:120]))
-
-
-def must_succeed(argv):
-    r = run(argv, timeout=600)
-    if r.returncode != 0:
-        print("fixture command failed: %s\n%s" % (" ".join(argv), r.stderr))
-        sys.exit(1)
-    return r
+CHECK = CliCheck(FR, 44)
+run, expect_error, must_succeed = CHECK.run, CHECK.expect_error, CHECK.must_succeed
 
 
 def print_config(preset, extra=()):
@@ -267,5 +235,4 @@ expect_error("--quantize-experts on width 48", ["run", tiny, "--ids", ids, "-n",
 expect_error("--quantize-experts int8", ["run", bf16, "--ids", ids, "--quantize-experts", "int8"], "int8")
 expect_error("bench --quantize-experts int8", ["bench", "--preset", "tiny", "--load-format", "dummy", "--quantize-experts", "int8"])
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+CHECK.finish()
