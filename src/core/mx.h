@@ -57,7 +57,10 @@ uint8_t fr_f32_to_e2m1(float v);
  * shorter last block is quantized as if padded with zeros (unused high nibble 0). */
 void fr_mxfp4_quantize_row(const float *x, int64_t n, uint8_t *blocks, uint8_t *scales);
 
-/* out[0 .. n) = E2M1(nibble) * 2^(scale - 127); blocks with scale 0xFF are all NaN. */
+/* out[0 .. n) = E2M1(nibble) * 2^(scale - 127); blocks with scale 0xFF are all NaN. Exact,
+ * except that MX reaches 6 * 2^127 and f32 stops below 2^128: values of 2^128 and more
+ * (scale byte 253 with |code| >= 4, 254 with |code| >= 2) become +-Inf. The quantizer
+ * never writes a scale byte above 252. */
 void fr_mxfp4_dequantize_row(const uint8_t *blocks, const uint8_t *scales, int64_t n, float *out);
 
 /* INT4-quantize x[0 .. n) the compressed-tensors way (details in mx.c): per group of 32,

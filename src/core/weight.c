@@ -1,6 +1,8 @@
 /* weight.c - scalar access to a weight view (see weight.h). */
 #include "weight.h"
 
+#include "mx.h"
+
 float fr_weight_get(const fr_weight *w, int64_t r, int64_t c) {
     size_t i = (size_t)r * (size_t)w->cols + (size_t)c;
     switch (w->dtype) {
@@ -12,6 +14,8 @@ float fr_weight_get(const fr_weight *w, int64_t r, int64_t c) {
         int64_t sr = (w->row0 + r) / w->block_rows, sc = c / w->block_cols;
         return v * w->scale_inv[sr * w->scale_cols + sc];
     }
+    case FR_DTYPE_MXFP4:
+    case FR_DTYPE_INT4: return fr_mx_weight_get(w, r, c);
     default: return 0.0f;
     }
 }

@@ -17,7 +17,10 @@
  *   /tmp/bench_matmul [GiB of weights, default 2] [threads, default 2] [timed passes, default 9]
  *
  * FR_ISA=portable|avx2|avx512 picks the path as in the engine. The machine may be
- * shared: check that it is idle, and read the medians. */
+ * shared: check that it is idle, and read the medians. Another process on one core
+ * shows as a read bandwidth far below its usual value before or after a format, and
+ * it hurts the 4-bit products most: each is a short parallel region (~0.3 ms), and
+ * a preempted thread stalls its barrier for a whole time slice. Discard such runs. */
 #include <omp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -128,8 +131,8 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < 64 * 8192; i++) x[i] = (float)((i * 7919) % 2001 - 1000) * 1e-3f;
     for (int64_t i = 0; i < sr * sc; i++) scales[i] = 1.0f / 64.0f + (float)(i % 7) * 1e-3f;
 
-    printf("isa %s, %d threads, %.2f GiB of weights, %d timed passes\n", fr_isa_name(fr_isa_active()), threads,
-           gib, passes);
+    printf("isa %s, %d threads, %.2f GiB of weights, %d timed passes\n", fr_isa_name(fr_isa_active()),
+           threads, gib, passes);
     static fr_weight ws[4096];
     static const fr_dtype types[] = {FR_DTYPE_BF16, FR_DTYPE_F8_E4M3, FR_DTYPE_MXFP4, FR_DTYPE_INT4};
     result res[4];
@@ -167,8 +170,8 @@ int main(int argc, char **argv) {
         const double bw1 = fr_cpu_read_bandwidth(bw_bytes, threads);
         const double bw = bw0 > bw1 ? bw0 : bw1;
         res[ti] = (result){type, R, C, nm, bw, best, med, (double)fr_weight_bytes(&ws[0]) / (double)(R * C)};
-        printf("read bandwidth (1 GiB, %d threads): %6.2f GB/s (before %.2f, after %.2f)\n", threads, bw / 1e9,
-               bw0 / 1e9, bw1 / 1e9);
+        printf("read bandwidth (1 GiB, %d threads): %6.2f GB/s (before %.2f, after %.2f)\n", threads,
+               bw / 1e9, bw0 / 1e9, bw1 / 1e9);
         printf("matvec %-7s %3d x %lldx%lld:  best %6.2f GB/s = %5.1f%%   median %6.2f GB/s = %5.1f%%\n",
                fr_dtype_name(type), nm, (long long)R, (long long)C, best / 1e9, 100.0 * best / bw, med / 1e9,
                100.0 * med / bw);

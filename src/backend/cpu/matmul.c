@@ -7,12 +7,16 @@
  * memory stream and accumulator set per row, one load of x shared by all, and a
  * software prefetch a few lines ahead in every stream - and the stored dtype is
  * widened to f32 in registers: BF16 by a 16-bit shift, F16 by vcvtph2ps, FP8-E4M3
- * by re-biasing the byte into an IEEE half and vcvtph2ps. Activations stay f32. FP8
- * rows accumulate each block_cols-wide segment on its own and fold in that block's
- * scale when the segment ends. Prefill (n > 1) instead converts a panel of rows to
- * f32 once into a per-thread buffer and multiplies it against tiles of tokens with
- * a 4x4 register-blocked dot-product kernel, so a weight is read from memory once
- * per 64 tokens rather than once per token. The transposed product keeps a strip
+ * by re-biasing the byte into an IEEE half and vcvtph2ps, and the 4-bit formats
+ * (MXFP4, INT4: core/mx.h) by a permute through a 16-entry table of their values.
+ * Activations stay f32. FP8 rows accumulate each block_cols-wide segment on its own
+ * and fold in that block's scale when the segment ends; 4-bit rows do the same per
+ * 32-element group, four groups to a vector of partial sums, against an x that is
+ * rearranged once per product to match the nibble order the kernel extracts (see
+ * q4_prep_x). Prefill (n > 1) instead converts a panel of rows to f32 once into a
+ * per-thread buffer and multiplies it against tiles of tokens with a 4x4
+ * register-blocked dot-product kernel, so a weight is read from memory once per 64
+ * tokens rather than once per token. The transposed product keeps a strip
  * of output columns in registers while the rows stream past. Every kernel exists
  * three times - AVX-512 (F/BW/VL), AVX2+FMA+F16C and portable C - chosen per call
  * from fr_isa_active(); the x86 variants carry per-function target attributes so
@@ -367,9 +371,15 @@ static AI T512 void mv_range512_dt(fr_dtype dt, const fr_weight *w, const float 
     for (; r < r_end; r++) mv_group512(dt, 1, w, x, y, r);
 }
 
-#ifndef Q4_PF_AHEAD
-#define Q4_PF_AHEAD PF_AHEAD
-#endif
+/* Software prefetch for the 4-bit matvecs, measured on the 2-core target (median % of
+ * read bandwidth over 1 GiB of 2048 x 8192 matrices): data 384 bytes ahead in each row
+ * stream (256 to 512 are within noise of each other, 768 and more lose 10-25%: rows
+ * are 4 KiB, and a far prefetch runs past the row into lines another stream has
+ * already read); and the scale rows 64 blocks ahead, which the hardware prefetchers do
+ * not follow (8 short streams advancing 16 or 32 bytes per 512 weights): INT4 63 ->
+ * 75%, MXFP4 70 -> 72%. */
+#define Q4_PF_AHEAD 384
+#define Q4_PF_SCALES 64
 
 /* ---- AVX-512, 4-bit formats.
  *
@@ -434,14 +444,17 @@ static AI T512 void mv_q4_group512(fr_dtype dt, int R, const fr_weight *w, const
     }
     for (int64_t j0 = 0; j0 < nch; j0 += 4) { /* 4 chunks = 16 blocks per scale vector */
 #pragma GCC unroll 8
-        for (int i = 0; i < R; i++) q4_scales512(dt, sp[i], 4 * j0, nb - 4 * j0, sb[i]);
+        for (int i = 0; i < R; i++) {
+            __builtin_prefetch(sp[i] + (size_t)(4 * j0 + Q4_PF_SCALES) * (dt == FR_DTYPE_MXFP4 ? 1 : 2), 0, 3);
+            q4_scales512(dt, sp[i], 4 * j0, nb - 4 * j0, sb[i]);
+        }
         for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
             const int64_t left = nb - 4 * j; /* blocks from this chunk to the end of the row */
             __m512i raw[MV_ROWS_512];
             if (left >= 4) {
 #pragma GCC unroll 8
                 for (int i = 0; i < R; i++) {
-                    if (Q4_PF_AHEAD > 0) __builtin_prefetch(wp[i] + 64 * j + Q4_PF_AHEAD, 0, 3);
+                    __builtin_prefetch(wp[i] + 64 * j + Q4_PF_AHEAD, 0, 3);
                     raw[i] = _mm512_loadu_si512(wp[i] + 64 * j);
                 }
             } else { /* the last 1-3 blocks; masked lanes read as zero words, against zero x */
@@ -901,7 +914,10 @@ static AI T256 void mv_q4_group256(fr_dtype dt, int R, const fr_weight *w, const
     }
     for (int64_t j0 = 0; j0 < nch; j0 += 4) { /* 4 chunks = 8 blocks per scale vector */
 #pragma GCC unroll 8
-        for (int i = 0; i < R; i++) q4_scales256(dt, sp[i], 2 * j0, nb - 2 * j0, sb[i]);
+        for (int i = 0; i < R; i++) {
+            __builtin_prefetch(sp[i] + (size_t)(2 * j0 + Q4_PF_SCALES) * (dt == FR_DTYPE_MXFP4 ? 1 : 2), 0, 3);
+            q4_scales256(dt, sp[i], 2 * j0, nb - 2 * j0, sb[i]);
+        }
         for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
             const int64_t left = nb - 2 * j;
             __m256i raw[MV_ROWS_256];

@@ -1,7 +1,8 @@
 /* matmul.h - CPU matrix products over weights in their stored format.
  *
- * Activations are float32; weights are F32, F16, BF16 or FP8-E4M3 with 128x128
- * (or any block_rows x block_cols) `weight_scale_inv` blocks (see core/weight.h).
+ * Activations are float32; weights are F32, F16, BF16, FP8-E4M3 with 128x128
+ * (or any block_rows x block_cols) `weight_scale_inv` blocks, MXFP4 or INT4 with one
+ * scale per 32 inputs (see core/weight.h), always read in their stored format.
  * Each product picks an instruction-set path at run time (AVX-512, AVX2+FMA+F16C,
  * portable C) and splits the work over OpenMP threads. All paths accumulate in
  * float32 and agree with the scalar definition to rounding. */
