@@ -1,7 +1,9 @@
 """Shared harness of the bad-input CLI tests: run `frontier` and require that a bad input
 ends with exit status 1 or 2, exactly one line on stderr starting with "frontier", and no
 signal (the sanitizer build turns memory errors into failures here too)."""
+import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -47,3 +49,18 @@ class CliCheck:
     def finish(self):
         print("%d passed, %d failed" % (self.passed, self.failed))
         sys.exit(1 if self.failed else 0)
+
+
+def header_of(data):
+    """(header length, parsed JSON header) of safetensors bytes."""
+    n = struct.unpack("<Q", bytes(data[:8]))[0]
+    return n, json.loads(bytes(data[8:8 + n]))
+
+
+def with_header(data, hdr):
+    """The same safetensors bytes with the header replaced by hdr (padded to 8 bytes)."""
+    n, _ = header_of(data)
+    body = data[8 + n:]
+    text = json.dumps(hdr).encode()
+    text += b" " * (-len(text) % 8)
+    return bytearray(struct.pack("<Q", len(text)) + text + body)

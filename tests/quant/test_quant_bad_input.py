@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from cli_check import CliCheck  # noqa: E402
+from cli_check import CliCheck, header_of, with_header  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ap = argparse.ArgumentParser()
@@ -77,19 +77,6 @@ def variant(src, name, mutate_config=None, mutate_st=None):
         data = mutate_st(data)
         open(p, "wb").write(bytes(data))
     return d
-
-
-def header_of(data):
-    n = struct.unpack("<Q", bytes(data[:8]))[0]
-    return n, json.loads(bytes(data[8:8 + n]))
-
-
-def with_header(data, hdr):
-    n, _ = header_of(data)
-    body = data[8 + n:]
-    text = json.dumps(hdr).encode()
-    text += b" " * (-len(text) % 8)
-    return bytearray(struct.pack("<Q", len(text)) + text + body)
 
 
 def edit(name_suffix, fn):
