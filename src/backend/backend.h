@@ -21,7 +21,7 @@
 #include "../core/status.h"
 #include "../core/weight.h"
 
-#define FR_BACKEND_API_VERSION 1
+#define FR_BACKEND_API_VERSION 2
 
 typedef struct fr_backend fr_backend;
 
@@ -30,8 +30,18 @@ typedef struct {
     int n_heads, nope, rope, v, kv_lora; /* H, d_n, d_r, d_v, r_kv */
     float scale;                         /* softmax scale incl. YaRN mscale^2 */
     const fr_weight *kv_b;               /* [H * (nope + v), kv_lora]: per head W_UK rows then W_UV rows */
-    float *cache;                        /* [max_ctx, kv_lora + rope]: normed c_kv then roped k_pe */
+    /* The paged latent cache: rows of kv_lora + rope floats (normed c_kv then roped k_pe) in
+     * blocks of block_size rows; the sequence's token s is row
+     * blocks[s / block_size] * block_size + s % block_size of `cache`. */
+    float *cache;
+    const int32_t *blocks;               /* the sequence's block table (host memory) */
+    int block_size;
 } fr_mla_layer;
+
+/* Row s of a paged cache whose rows are `row` floats wide. */
+static inline int64_t fr_mla_slot(const fr_mla_layer *L, int64_t s) {
+    return (int64_t)L->blocks[s / L->block_size] * L->block_size + s % L->block_size;
+}
 
 /* MoE routing parameters (noaux_tc: sigmoid scores, bias for selection only). */
 typedef struct {
@@ -86,6 +96,11 @@ typedef struct {
                      const fr_mlp *experts, const fr_mlp *shared);
     /* Dense SwiGLU MLP: out[n, D] = down(silu(gate x) ⊙ up x). */
     fr_status (*mlp)(fr_backend *be, float *out, const float *x, int64_t n, const fr_mlp *m);
+    /* dst[dst_rows[i]] = src[src_rows[i]] for i < n, rows of dim floats (a NULL index array
+     * means 0, 1, 2, ...): writes tokens into the paged cache, gathers rows for the head.
+     * The index arrays are host memory. */
+    fr_status (*copy_rows)(fr_backend *be, float *dst, const int64_t *dst_rows, const float *src,
+                           const int64_t *src_rows, int64_t n, int64_t dim);
     /* Copy n floats device->host (host backends: memcpy). */
     fr_status (*to_host)(fr_backend *be, float *host, const float *src, size_t n);
     /* Sum `buf` over all ranks of a tensor-parallel group (optional; single-rank backends: NULL). */

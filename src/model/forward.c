@@ -5,7 +5,11 @@
  *   logits = lm_head(RMSNorm(x))
  * with each "x += ...; h = RMSNorm(x)" done by the fused add_rmsnorm op. MLA
  * caches, per token and layer, the normalized latent c_kv and the roped k_pe
- * (shared/docs/ARCH.md 4.5-4.6). */
+ * (shared/docs/ARCH.md 4.5-4.6) in the paged cache.
+ *
+ * A step carries the new tokens of several sequences, concatenated: everything
+ * but attention is per token, so it runs once over all of them (the MoE then
+ * reads each chosen expert once per step, not once per sequence). */
 #include "forward.h"
 
 #include <stdlib.h>
@@ -13,94 +17,72 @@
 
 #include "../backend/backend.h"
 
-struct fr_session {
+struct fr_forward {
     const fr_model *m;
     fr_backend *be;
-    int64_t max_ctx, pos;
-    float **cache;       /* [n_layers][max_ctx, kv_lora + rope] */
-    fr_mla_layer *mla;   /* [n_layers] attention descriptors pointing at the caches */
-    int64_t cap;         /* tokens the step buffers below can hold */
-    float *x, *h, *q, *qa, *kv, *attn, *delta; /* step buffers, [cap, ...] */
-    int32_t *positions;
+    fr_kv_pool *pool;
+    int64_t cap;                                 /* tokens the step buffers hold */
+    float *x, *h, *q, *qa, *kv, *attn, *delta;   /* backend step buffers, [cap, ...] */
+    int32_t *positions;                          /* host, [cap] */
+    int64_t *slots;                              /* host, [cap]: cache row of each token */
+    int64_t *head_rows;                          /* host, [cap]: rows that go through the head */
 };
 
-static void free_buffers(fr_session *s) {
-    fr_backend *be = s->be;
-    be->ops->free(be, s->x), be->ops->free(be, s->h), be->ops->free(be, s->q);
-    be->ops->free(be, s->qa), be->ops->free(be, s->kv), be->ops->free(be, s->attn);
-    be->ops->free(be, s->delta);
-    free(s->positions);
-    s->x = s->h = s->q = s->qa = s->kv = s->attn = s->delta = NULL;
-    s->positions = NULL;
-    s->cap = 0;
+static void free_buffers(fr_forward *f) {
+    fr_backend *be = f->be;
+    float **bufs[] = {&f->x, &f->h, &f->q, &f->qa, &f->kv, &f->attn, &f->delta};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+        be->ops->free(be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    free(f->positions), free(f->slots), free(f->head_rows);
+    f->positions = NULL, f->slots = NULL, f->head_rows = NULL;
+    f->cap = 0;
 }
 
 /* Make the step buffers hold n tokens. */
-static fr_status reserve(fr_session *s, int64_t n, fr_error *err) {
-    if (n <= s->cap) return FR_OK;
-    free_buffers(s);
-    const fr_config *c = &s->m->cfg;
-    fr_backend *be = s->be;
+static fr_status reserve(fr_forward *f, int64_t n, fr_error *err) {
+    if (n <= f->cap) return FR_OK;
+    free_buffers(f);
+    const fr_config *c = &f->m->cfg;
+    fr_backend *be = f->be;
     const size_t D = (size_t)c->hidden_size, H = (size_t)c->n_heads;
     const size_t qw = H * (size_t)(c->qk_nope_head_dim + c->qk_rope_head_dim);
-    const size_t N = (size_t)n, f = sizeof(float);
-    s->x = be->ops->alloc(be, N * D * f);
-    s->h = be->ops->alloc(be, N * D * f);
-    s->delta = be->ops->alloc(be, N * D * f);
-    s->q = be->ops->alloc(be, N * qw * f);
-    s->qa = be->ops->alloc(be, N * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1) * f);
-    s->kv = be->ops->alloc(be, N * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * f);
-    s->attn = be->ops->alloc(be, N * H * (size_t)c->v_head_dim * f);
-    s->positions = malloc(N * sizeof *s->positions);
-    if (!s->x || !s->h || !s->delta || !s->q || !s->qa || !s->kv || !s->attn || !s->positions) {
-        free_buffers(s);
+    const size_t N = (size_t)n, fl = sizeof(float);
+    f->x = be->ops->alloc(be, N * D * fl);
+    f->h = be->ops->alloc(be, N * D * fl);
+    f->delta = be->ops->alloc(be, N * D * fl);
+    f->q = be->ops->alloc(be, N * qw * fl);
+    f->qa = be->ops->alloc(be, N * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1) * fl);
+    f->kv = be->ops->alloc(be, N * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * fl);
+    f->attn = be->ops->alloc(be, N * H * (size_t)c->v_head_dim * fl);
+    f->positions = malloc(N * sizeof *f->positions);
+    f->slots = malloc(N * sizeof *f->slots);
+    f->head_rows = malloc(N * sizeof *f->head_rows);
+    if (!f->x || !f->h || !f->delta || !f->q || !f->qa || !f->kv || !f->attn || !f->positions || !f->slots ||
+        !f->head_rows) {
+        free_buffers(f);
         return fr_fail(err, FR_ERR_NOMEM, "out of memory for step buffers of %lld tokens", (long long)n);
     }
-    s->cap = n;
+    f->cap = n;
     return FR_OK;
 }
 
-fr_status fr_session_create(const fr_model *m, fr_backend *be, int64_t max_ctx, fr_session **out, fr_error *err) {
+fr_status fr_forward_create(const fr_model *m, fr_backend *be, fr_kv_pool *pool, fr_forward **out, fr_error *err) {
     *out = NULL;
-    const fr_config *c = &m->cfg;
-    if (max_ctx < 1) return fr_fail(err, FR_ERR_INVALID, "context size must be at least 1");
-    fr_session *s = calloc(1, sizeof *s);
-    if (!s) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
-    s->m = m;
-    s->be = be;
-    s->max_ctx = max_ctx;
-    s->cache = calloc((size_t)c->n_layers, sizeof *s->cache);
-    s->mla = calloc((size_t)c->n_layers, sizeof *s->mla);
-    if (!s->cache || !s->mla) goto nomem;
-    const size_t row = (size_t)(c->kv_lora_rank + c->qk_rope_head_dim);
-    for (int l = 0; l < c->n_layers; l++) {
-        s->cache[l] = be->ops->alloc(be, (size_t)max_ctx * row * sizeof(float));
-        if (!s->cache[l]) goto nomem;
-        s->mla[l] = (fr_mla_layer){
-            .n_heads = c->n_heads, .nope = c->qk_nope_head_dim, .rope = c->qk_rope_head_dim,
-            .v = c->v_head_dim, .kv_lora = c->kv_lora_rank, .scale = m->softmax_scale,
-            .kv_b = &m->layers[l].kv_b, .cache = s->cache[l],
-        };
-    }
-    *out = s;
+    if (!be->ops->copy_rows) return fr_fail(err, FR_ERR_UNSUPPORTED, "backend %s has no copy_rows op", be->ops->name);
+    fr_forward *f = calloc(1, sizeof *f);
+    if (!f) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
+    f->m = m, f->be = be, f->pool = pool;
+    *out = f;
     return FR_OK;
-nomem:
-    fr_session_free(s);
-    return fr_fail(err, FR_ERR_NOMEM, "out of memory for a %lld-token KV cache", (long long)max_ctx);
 }
 
-void fr_session_free(fr_session *s) {
-    if (!s) return;
-    if (s->cache)
-        for (int l = 0; l < s->m->cfg.n_layers; l++) s->be->ops->free(s->be, s->cache[l]);
-    free(s->cache);
-    free(s->mla);
-    free_buffers(s);
-    free(s);
+void fr_forward_free(fr_forward *f) {
+    if (!f) return;
+    free_buffers(f);
+    free(f);
 }
-
-int64_t fr_session_pos(const fr_session *s) { return s->pos; }
-void fr_session_reset(fr_session *s) { s->pos = 0; }
 
 #define TRY(x)                                                                                     \
     do {                                                                                           \
@@ -108,36 +90,53 @@ void fr_session_reset(fr_session *s) { s->pos = 0; }
         if (rc_) return rc_ == FR_ERR_NOMEM ? fr_fail(err, rc_, "out of memory in the forward pass") : rc_; \
     } while (0)
 
-/* One decoder layer on n tokens. On entry s->h = RMSNorm_in(x); on exit s->delta holds
- * the FFN output not yet added to x (the next add_rmsnorm adds it). */
-static fr_status layer_forward(fr_session *s, int l, int64_t n, bool absorbed, fr_error *err) {
-    const fr_model *m = s->m;
+/* One decoder layer on the step's T tokens. On entry f->h = RMSNorm_in(x); on exit
+ * f->delta holds the FFN output not yet added to x (the next add_rmsnorm adds it). */
+static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, int n_seqs, int64_t T, fr_error *err) {
+    const fr_model *m = f->m;
     const fr_config *c = &m->cfg;
     const fr_layer *L = &m->layers[l];
-    fr_backend *be = s->be;
+    fr_backend *be = f->be;
     const fr_backend_ops *op = be->ops;
     const int64_t D = c->hidden_size, H = c->n_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
-    const int64_t rkv = c->kv_lora_rank, row = rkv + dr, qw = dn + dr;
+    const int64_t rkv = c->kv_lora_rank, row = rkv + dr, qw = dn + dr, dv = c->v_head_dim;
 
-    /* queries: [n, H, dn + dr] */
+    /* queries: [T, H, dn + dr] */
     if (L->has_q_lora) {
-        TRY(op->matmul(be, s->qa, s->h, n, &L->q_a));
-        TRY(op->rmsnorm(be, s->qa, s->qa, n, c->q_lora_rank, c->q_lora_rank, &L->q_a_norm, c->rms_norm_eps));
-        TRY(op->matmul(be, s->q, s->qa, n, &L->q_b));
+        TRY(op->matmul(be, f->qa, f->h, T, &L->q_a));
+        TRY(op->rmsnorm(be, f->qa, f->qa, T, c->q_lora_rank, c->q_lora_rank, &L->q_a_norm, c->rms_norm_eps));
+        TRY(op->matmul(be, f->q, f->qa, T, &L->q_b));
     } else {
-        TRY(op->matmul(be, s->q, s->h, n, &L->q));
+        TRY(op->matmul(be, f->q, f->h, T, &L->q));
     }
-    TRY(op->rope(be, s->q + dn, n, (int)H, H * qw, qw, (int)dr, s->positions, m->rope_freqs, m->rope_mscale));
+    TRY(op->rope(be, f->q + dn, T, (int)H, H * qw, qw, (int)dr, f->positions, m->rope_freqs, m->rope_mscale));
 
-    /* latent: [n, rkv + dr] -> normalize c_kv, rotate k_pe, append to the cache */
-    TRY(op->matmul(be, s->kv, s->h, n, &L->kv_a));
-    TRY(op->rmsnorm(be, s->kv, s->kv, n, rkv, row, &L->kv_a_norm, c->rms_norm_eps));
-    TRY(op->rope(be, s->kv + rkv, n, 1, row, 0, (int)dr, s->positions, m->rope_freqs, m->rope_mscale));
-    memcpy(s->cache[l] + s->pos * row, s->kv, (size_t)(n * row) * sizeof(float));
+    /* latent: [T, rkv + dr] -> normalize c_kv, rotate k_pe, write into each sequence's pages */
+    TRY(op->matmul(be, f->kv, f->h, T, &L->kv_a));
+    TRY(op->rmsnorm(be, f->kv, f->kv, T, rkv, row, &L->kv_a_norm, c->rms_norm_eps));
+    TRY(op->rope(be, f->kv + rkv, T, 1, row, 0, (int)dr, f->positions, m->rope_freqs, m->rope_mscale));
+    TRY(op->copy_rows(be, f->pool->layer[l], f->slots, f->kv, NULL, T, row));
 
-    TRY(op->mla_attention(be, s->attn, s->q, n, s->pos, &s->mla[l], absorbed));
-    TRY(op->matmul(be, s->delta, s->attn, n, &L->o));
-    TRY(op->add_rmsnorm(be, s->h, s->x, s->delta, n, D, &L->post_norm, c->rms_norm_eps));
+    /* attention, per sequence over its own pages; a sequence's tokens split at the
+     * boundary between the prefill and the absorbed form */
+    int64_t off = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const fr_seq_step *s = &seqs[i];
+        fr_mla_layer mla = {
+            .n_heads = (int)H, .nope = (int)dn, .rope = (int)dr, .v = (int)dv, .kv_lora = (int)rkv,
+            .scale = m->softmax_scale, .kv_b = &L->kv_b, .cache = f->pool->layer[l], .blocks = s->blocks,
+            .block_size = f->pool->block_size,
+        };
+        const int64_t n_naive = s->n - s->n_absorbed;
+        if (n_naive > 0)
+            TRY(op->mla_attention(be, f->attn + off * H * dv, f->q + off * H * qw, n_naive, s->pos, &mla, false));
+        if (s->n_absorbed > 0)
+            TRY(op->mla_attention(be, f->attn + (off + n_naive) * H * dv, f->q + (off + n_naive) * H * qw,
+                                  s->n_absorbed, s->pos + n_naive, &mla, true));
+        off += s->n;
+    }
+    TRY(op->matmul(be, f->delta, f->attn, T, &L->o));
+    TRY(op->add_rmsnorm(be, f->h, f->x, f->delta, T, D, &L->post_norm, c->rms_norm_eps));
 
     if (L->is_moe) {
         fr_router r = {
@@ -146,51 +145,128 @@ static fr_status layer_forward(fr_session *s, int l, int64_t n, bool absorbed, f
             .routed_scaling_factor = c->routed_scaling_factor, .gate = &L->router, .bias = &L->router_bias,
         };
         fr_mlp shared = {&L->gate, &L->up, &L->down};
-        TRY(op->moe(be, s->delta, s->h, n, D, &r, L->experts, L->has_shared ? &shared : NULL));
+        TRY(op->moe(be, f->delta, f->h, T, D, &r, L->experts, L->has_shared ? &shared : NULL));
     } else {
         fr_mlp mlp = {&L->gate, &L->up, &L->down};
-        TRY(op->mlp(be, s->delta, s->h, n, &mlp));
+        TRY(op->mlp(be, f->delta, f->h, T, &mlp));
     }
     return FR_OK;
 }
 
+fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, fr_error *err) {
+    const fr_model *m = f->m;
+    const fr_config *c = &m->cfg;
+    fr_backend *be = f->be;
+    const fr_backend_ops *op = be->ops;
+    const int64_t D = c->hidden_size, V = c->vocab_size, bs = f->pool->block_size;
+    int64_t T = 0, rows = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const fr_seq_step *s = &seqs[i];
+        if (s->n < 1 || s->pos < 0 || s->n_absorbed < 0 || s->n_absorbed > s->n)
+            return fr_fail(err, FR_ERR_INVALID, "forward: sequence %d has %lld tokens at %lld (%lld absorbed)", i,
+                           (long long)s->n, (long long)s->pos, (long long)s->n_absorbed);
+        for (int64_t t = 0; t < s->n; t++)
+            if (s->ids[t] < 0 || s->ids[t] >= V)
+                return fr_fail(err, FR_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %lld)",
+                               s->ids[t], (long long)t, (long long)V);
+        T += s->n;
+        rows += s->logits == FR_LOGITS_ALL ? s->n : s->logits == FR_LOGITS_LAST ? 1 : 0;
+    }
+    if (T < 1) return fr_fail(err, FR_ERR_INVALID, "no tokens to evaluate");
+    fr_status rc = reserve(f, T, err);
+    if (rc) return rc;
+
+    /* per token: position, cache row; and which rows go through the head */
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    if (!ids) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
+    int64_t t = 0, r = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const fr_seq_step *s = &seqs[i];
+        for (int64_t j = 0; j < s->n; j++, t++) {
+            const int64_t p = s->pos + j;
+            ids[t] = s->ids[j];
+            f->positions[t] = (int32_t)p;
+            f->slots[t] = (int64_t)s->blocks[p / bs] * bs + p % bs;
+            if (s->logits == FR_LOGITS_ALL || (s->logits == FR_LOGITS_LAST && j == s->n - 1)) f->head_rows[r++] = t;
+        }
+    }
+    rc = op->embed(be, f->x, ids, T, &m->embed);
+    free(ids);
+    TRY(rc);
+    TRY(op->add_rmsnorm(be, f->h, f->x, NULL, T, D, &m->layers[0].input_norm, c->rms_norm_eps));
+    for (int l = 0; l < c->n_layers; l++) {
+        if ((rc = layer_forward(f, l, seqs, n_seqs, T, err))) return rc;
+        const fr_weight *next = l + 1 < c->n_layers ? &m->layers[l + 1].input_norm : &m->final_norm;
+        TRY(op->add_rmsnorm(be, f->h, f->x, f->delta, T, D, next, c->rms_norm_eps));
+    }
+    if (!rows || !logits) return FR_OK;
+    /* Only the rows asked for go through the head: [V, D] is the largest matrix. Gathered
+     * into f->delta, free now. */
+    TRY(op->copy_rows(be, f->delta, NULL, f->h, f->head_rows, rows, D));
+    float *dev = op->alloc(be, (size_t)(rows * V) * sizeof(float));
+    if (!dev) return fr_fail(err, FR_ERR_NOMEM, "out of memory for logits");
+    rc = op->matmul(be, dev, f->delta, rows, &m->lm_head);
+    if (!rc) rc = op->to_host(be, logits, dev, (size_t)(rows * V));
+    op->free(be, dev);
+    TRY(rc);
+    return FR_OK;
+}
+
+/* ---- one sequence */
+
+struct fr_session {
+    fr_kv_pool *pool;
+    fr_forward *fwd;
+    fr_kv_seq seq;
+    int64_t max_ctx, pos;
+};
+
+/* Tokens per block of a session's own pool: small enough that a short context wastes
+ * little, large enough that the block table stays short. */
+#define SESSION_BLOCK 64
+
+fr_status fr_session_create(const fr_model *m, fr_backend *be, int64_t max_ctx, fr_session **out, fr_error *err) {
+    *out = NULL;
+    if (max_ctx < 1) return fr_fail(err, FR_ERR_INVALID, "context size must be at least 1");
+    if (max_ctx > INT32_MAX) return fr_fail(err, FR_ERR_INVALID, "context size %lld is too large", (long long)max_ctx);
+    fr_session *s = calloc(1, sizeof *s);
+    if (!s) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
+    s->max_ctx = max_ctx;
+    fr_status rc = fr_kv_pool_create(m, be, (max_ctx + SESSION_BLOCK - 1) / SESSION_BLOCK, SESSION_BLOCK, &s->pool, err);
+    if (!rc) rc = fr_forward_create(m, be, s->pool, &s->fwd, err);
+    if (!rc && fr_kv_seq_reserve(s->pool, &s->seq, max_ctx))
+        rc = fr_fail(err, FR_ERR_NOMEM, "out of memory for a %lld-token KV cache", (long long)max_ctx);
+    if (rc) {
+        fr_session_free(s);
+        return rc;
+    }
+    *out = s;
+    return FR_OK;
+}
+
+void fr_session_free(fr_session *s) {
+    if (!s) return;
+    if (s->pool) fr_kv_seq_free(s->pool, &s->seq);
+    fr_forward_free(s->fwd);
+    fr_kv_pool_free(s->pool);
+    free(s);
+}
+
+int64_t fr_session_pos(const fr_session *s) { return s->pos; }
+void fr_session_reset(fr_session *s) { s->pos = 0; }
+
 fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, float *logits,
                           bool all_logits, fr_error *err) {
-    const fr_model *m = s->m;
-    const fr_config *c = &m->cfg;
-    fr_backend *be = s->be;
-    const fr_backend_ops *op = be->ops;
     if (n < 1) return fr_fail(err, FR_ERR_INVALID, "no tokens to evaluate");
-    for (int64_t t = 0; t < n; t++)
-        if (ids[t] < 0 || ids[t] >= c->vocab_size)
-            return fr_fail(err, FR_ERR_INVALID, "token id %d at index %lld is outside the vocabulary [0, %lld)", ids[t],
-                           (long long)t, (long long)c->vocab_size);
     if (s->pos + n > s->max_ctx)
         return fr_fail(err, FR_ERR_CAPACITY, "context full: %lld tokens cached + %lld new > %lld", (long long)s->pos,
                        (long long)n, (long long)s->max_ctx);
-    fr_status rc = reserve(s, n, err);
-    if (rc) return rc;
     const bool absorbed = mode == FR_ATTN_ABSORBED || (mode == FR_ATTN_AUTO && n == 1);
-    const int64_t D = c->hidden_size, V = c->vocab_size;
-    for (int64_t t = 0; t < n; t++) s->positions[t] = (int32_t)(s->pos + t);
-
-    TRY(op->embed(be, s->x, ids, n, &m->embed));
-    TRY(op->add_rmsnorm(be, s->h, s->x, NULL, n, D, &m->layers[0].input_norm, c->rms_norm_eps));
-    for (int l = 0; l < c->n_layers; l++) {
-        rc = layer_forward(s, l, n, absorbed, err);
-        if (rc) return rc;
-        const fr_weight *next = l + 1 < c->n_layers ? &m->layers[l + 1].input_norm : &m->final_norm;
-        TRY(op->add_rmsnorm(be, s->h, s->x, s->delta, n, D, next, c->rms_norm_eps));
-    }
-    s->pos += n;
-    if (!logits) return FR_OK;
-    /* Only the rows asked for go through the head: [V, D] is the largest matrix. */
-    const int64_t rows = all_logits ? n : 1;
-    const float *hin = s->h + (all_logits ? 0 : (n - 1) * D);
-    float *dev = be->ops->alloc(be, (size_t)(rows * V) * sizeof(float));
-    if (!dev) return fr_fail(err, FR_ERR_NOMEM, "out of memory for logits");
-    rc = op->matmul(be, dev, hin, rows, &m->lm_head);
-    if (!rc) rc = op->to_host(be, logits, dev, (size_t)(rows * V));
-    be->ops->free(be, dev);
+    fr_seq_step st = {
+        .ids = ids, .n = n, .pos = s->pos, .blocks = s->seq.blocks, .n_absorbed = absorbed ? n : 0,
+        .logits = !logits ? FR_LOGITS_NONE : all_logits ? FR_LOGITS_ALL : FR_LOGITS_LAST,
+    };
+    fr_status rc = fr_forward_step(s->fwd, &st, 1, logits, err);
+    if (!rc) s->pos += n;
     return rc;
 }

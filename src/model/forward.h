@@ -1,16 +1,47 @@
-/* forward.h - a session (one sequence's latent KV cache) and the forward pass.
+/* forward.h - the forward pass over a batch of sequences, and a one-sequence session.
  *
- * The forward pass is written once against the backend op table (backend.h).
- * A session owns its cache and per-step buffers; the model and backend are
- * borrowed and must outlive it. */
+ * fr_forward_step runs one step for several sequences at once: their new tokens
+ * are concatenated, every matmul and the MoE run once over all of them, and
+ * attention runs per sequence over its own pages of the latent cache (kv_cache.h).
+ * This is what continuous batching (src/engine/engine.c) drives; fr_session is the
+ * one-sequence form that run, logits and the public API use. The model and backend
+ * are borrowed and must outlive what is created here. */
 #ifndef FR_FORWARD_H
 #define FR_FORWARD_H
 
+#include "kv_cache.h"
 #include "model.h"
+
+typedef enum {
+    FR_LOGITS_NONE = 0, /* a prefill chunk that does not reach the end of the prompt */
+    FR_LOGITS_LAST,     /* the last token's logits: one row */
+    FR_LOGITS_ALL,      /* every token's logits: n rows */
+} fr_logits_want;
+
+/* One sequence's share of a step. */
+typedef struct {
+    const int32_t *ids;    /* the n new tokens */
+    int64_t n, pos;        /* pos: tokens of this sequence already in the cache */
+    const int32_t *blocks; /* its block table, holding at least pos + n tokens */
+    int64_t n_absorbed;    /* the last n_absorbed tokens attend in the absorbed (decode) form,
+                            * the others in the prefill (up-projecting) form */
+    fr_logits_want logits;
+} fr_seq_step;
+
+typedef struct fr_forward fr_forward;
+
+fr_status fr_forward_create(const fr_model *m, fr_backend *be, fr_kv_pool *pool, fr_forward **out, fr_error *err);
+void fr_forward_free(fr_forward *f);
+
+/* Run one step. logits (host memory, may be NULL when no sequence wants any): the wanted
+ * rows, sequence by sequence, each [vocab]. Ids outside the vocabulary: FR_ERR_INVALID. */
+fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, fr_error *err);
+
+/* ---- one sequence */
 
 typedef struct fr_session fr_session;
 
-/* A session able to hold max_ctx tokens of context. */
+/* A session able to hold max_ctx tokens of context (its own cache pool). */
 fr_status fr_session_create(const fr_model *m, fr_backend *be, int64_t max_ctx, fr_session **out, fr_error *err);
 void fr_session_free(fr_session *s);
 

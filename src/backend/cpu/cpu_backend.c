@@ -128,7 +128,7 @@ static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n
         free(lat), free(kv), free(p);
         return FR_ERR_NOMEM;
     }
-    for (int64_t s = 0; s < T; s++) memcpy(lat + s * r, L->cache + s * row, (size_t)r * sizeof *lat);
+    for (int64_t s = 0; s < T; s++) memcpy(lat + s * r, L->cache + fr_mla_slot(L, s) * row, (size_t)r * sizeof *lat);
     cpu_matmul(be, kv, lat, T, L->kv_b); /* [T, H * (dn + dv)]: per head k_nope then v */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t t = 0; t < n; t++) {
@@ -138,7 +138,7 @@ static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n
             const int64_t m = pos0 + t + 1; /* causal: keys 0..pos0+t */
             for (int64_t s = 0; s < m; s++) {
                 const float *k = kv + s * kvw + (int64_t)h * (dn + dv);
-                const float *kpe = L->cache + s * row + r;
+                const float *kpe = L->cache + fr_mla_slot(L, s) * row + r;
                 pt[s] = L->scale * (dot(qh, k, dn) + dot(qh + dn, kpe, dr));
             }
             softmax(pt, m);
@@ -175,13 +175,13 @@ static fr_status mla_absorbed(fr_backend *be, float *out, const float *q, int64_
             fr_cpu_matmul_t(qlat, qh, 1, &uk); /* q_lat = W_UK[h]ᵀ q_nope */
             const int64_t m = pos0 + t + 1;
             for (int64_t s = 0; s < m; s++) {
-                const float *c = L->cache + s * row;
+                const float *c = L->cache + fr_mla_slot(L, s) * row;
                 pt[s] = L->scale * (dot(qlat, c, r) + dot(qh + dn, c + r, dr));
             }
             softmax(pt, m);
             for (int j = 0; j < r; j++) olat[j] = 0.0f;
             for (int64_t s = 0; s < m; s++) {
-                const float *c = L->cache + s * row;
+                const float *c = L->cache + fr_mla_slot(L, s) * row;
                 const float ps = pt[s];
                 for (int j = 0; j < r; j++) olat[j] += ps * c[j];
             }
@@ -274,6 +274,15 @@ out:
     return rc;
 }
 
+static fr_status cpu_copy_rows(fr_backend *be, float *dst, const int64_t *dst_rows, const float *src,
+                               const int64_t *src_rows, int64_t n, int64_t dim) {
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        memcpy(dst + (dst_rows ? dst_rows[i] : i) * dim, src + (src_rows ? src_rows[i] : i) * dim,
+               (size_t)dim * sizeof *dst);
+    return FR_OK;
+}
+
 static fr_status cpu_to_host(fr_backend *be, float *host, const float *src, size_t n) {
     (void)be;
     if (host != src) memcpy(host, src, n * sizeof *host);
@@ -295,6 +304,7 @@ static const fr_backend_ops cpu_ops = {
     .mla_attention = cpu_mla_attention,
     .moe = cpu_moe,
     .mlp = cpu_mlp,
+    .copy_rows = cpu_copy_rows,
     .to_host = cpu_to_host,
     .all_reduce = NULL,
 };
