@@ -22,6 +22,7 @@ typedef enum {
     FR_ERR_INVALID = -5,     /* bad argument from the caller (id out of range, ...) */
     FR_ERR_DEVICE = -6,      /* accelerator error */
     FR_ERR_CAPACITY = -7,    /* out of KV cache or another bounded resource */
+    FR_ERR_BUSY = -8,        /* a queue is full: retry later */
 } fr_status;
 
 typedef struct {
