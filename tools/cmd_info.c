@@ -32,6 +32,13 @@ int fr_cmd_info(int argc, char **argv) {
     printf("MLA              q_lora %d, kv_lora %d, qk nope/rope %d/%d, v %d, softmax scale %.6f%s\n", c->q_lora_rank,
            c->kv_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim, c->v_head_dim, m->softmax_scale,
            c->rope_scaling.yarn ? " (YaRN)" : "");
+    if (c->dsa.enabled) {
+        int full = 0;
+        for (int l = 0; l < c->n_layers; l++) full += fr_config_layer_has_indexer(c, l);
+        printf("DSA              indexer %d heads x %d (%s RoPE), top %d keys; %d of %d layers run their own indexer\n",
+               c->dsa.n_heads, c->dsa.head_dim, c->dsa.rope_interleaved ? "interleaved" : "half-split", c->dsa.topk,
+               full, c->n_layers);
+    }
     if (c->n_routed_experts)
         printf("MoE              %d routed (top %d, %d groups keep %d), %d shared, width %lld, scale %.3f\n",
                c->n_routed_experts, c->n_experts_per_tok, c->n_group, c->topk_group, c->n_shared_experts,

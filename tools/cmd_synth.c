@@ -9,7 +9,8 @@
  * --print-config writes the config.json the checkpoint would get to stdout and no
  * weights (tests read a real-shaped preset's config this way without writing GBs).
  * PRESET is one of src/model/synth.c's released configs (tiny, moonlight,
- * deepseek-v3, kimi-k2.5); an argument ending in .json, or naming an existing
+ * deepseek-v3, kimi-k2.5, deepseek-v3.2, glm-5, and the small DSA variants
+ * deepseek-v3.2-tiny, glm-5-tiny); an argument ending in .json, or naming an existing
  * file, is read as a config.json instead. The work is fr_synth_write's; this file
  * only parses the command line strictly (usage errors exit 2, failures 1) and
  * reports one line on success: the directory, tensor count and data bytes, read

@@ -43,6 +43,24 @@ static inline int64_t fr_mla_slot(const fr_mla_layer *L, int64_t s) {
     return (int64_t)L->blocks[s / L->block_size] * L->block_size + s % L->block_size;
 }
 
+/* One layer's DSA indexer (DeepSeek Sparse Attention, shared/docs/ARCH.md 5): sizes and its
+ * paged key cache. Keys are LayerNorm'd and roped, head_dim floats per token, paged with
+ * the same block table and block size as the latent cache (token s is row
+ * blocks[s / block_size] * block_size + s % block_size of `keys`). */
+typedef struct {
+    int n_heads, head_dim;   /* H_I, D_I */
+    int topk;                /* width of a selection row: min(index_topk, tokens the cache holds) */
+    float scale;             /* H_I^-1/2 (on weights_proj) * D_I^-1/2 (on q·k) */
+    const float *keys;
+    const int32_t *blocks;   /* the sequence's block table (host memory) */
+    int block_size;
+} fr_dsa_layer;
+
+/* Row s of a paged indexer-key cache. */
+static inline int64_t fr_dsa_slot(const fr_dsa_layer *L, int64_t s) {
+    return (int64_t)L->blocks[s / L->block_size] * L->block_size + s % L->block_size;
+}
+
 /* MoE routing parameters (noaux_tc: sigmoid scores, bias for selection only). */
 typedef struct {
     int n_experts, top_k, n_group, topk_group;
@@ -105,6 +123,30 @@ typedef struct {
     fr_status (*to_host)(fr_backend *be, float *host, const float *src, size_t n);
     /* Sum `buf` over all ranks of a tensor-parallel group (optional; single-rank backends: NULL). */
     fr_status (*all_reduce)(fr_backend *be, float *buf, size_t n);
+
+    /* ---- DSA (ARCH 5); optional: NULL in a backend without sparse attention, and then a
+     * DSA model is refused when the forward pass is created. */
+    /* LayerNorm: out[t] = (x[t] - mean) / sqrt(var + eps) ⊙ w + b over dim values, rows
+     * `stride` apart in x and out (out may alias x); statistics in float32 or wider. */
+    fr_status (*layernorm)(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, int64_t stride,
+                           const fr_weight *w, const fr_weight *b, float eps);
+    /* As rope, but on half-split pairs (x[i], x[i + rope/2]) ("NeoX" layout; the DeepSeek-V3.2
+     * indexer). */
+    fr_status (*rope_half)(fr_backend *be, float *x, int64_t n, int heads, int64_t stride, int64_t head_stride,
+                           int rope, const int32_t *pos, const double *freqs, float mscale);
+    /* Indexer top-k for n query tokens at positions pos0 .. pos0+n-1 of one sequence whose
+     * keys (these tokens' included) are in L->keys. q: [n, H_I, D_I] (roped); w: [n, H_I]
+     * (weights_proj output, unscaled). Token t scores every key s <= pos0+t as
+     * I = scale * Σ_h w[t,h] * ReLU(q[t,h]·k[s]) and keeps the min(topk, pos0+t+1) best
+     * (equal scores: the earlier key). sel: [n, L->topk] backend memory; row t gets the
+     * kept positions in increasing order, then -1 padding. */
+    fr_status (*dsa_select)(fr_backend *be, int32_t *sel, const float *q, const float *w, int64_t n, int64_t pos0,
+                            const fr_dsa_layer *L);
+    /* mla_attention restricted to selected keys: query token t attends only to the
+     * positions in row t of sel ([n, sel_width], as dsa_select writes it; every entry
+     * <= pos0+t, -1 ends a row early). Same q, out, forms and cache as mla_attention. */
+    fr_status (*mla_sparse_attention)(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
+                                      const fr_mla_layer *L, const int32_t *sel, int sel_width, bool absorbed);
 } fr_backend_ops;
 
 struct fr_backend {

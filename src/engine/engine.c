@@ -83,7 +83,10 @@ fr_engine_opts fr_engine_opts_default(void) {
 
 int64_t fr_engine_kv_bytes_per_token(const fr_model *m) {
     const fr_config *c = &m->cfg;
-    return (int64_t)c->n_layers * (c->kv_lora_rank + c->qk_rope_head_dim) * (int64_t)sizeof(float);
+    int64_t floats = (int64_t)c->n_layers * (c->kv_lora_rank + c->qk_rope_head_dim);
+    for (int l = 0; l < c->n_layers; l++) /* DSA: an indexer key per layer that has an indexer */
+        if (m->layers[l].has_indexer) floats += c->dsa.head_dim;
+    return floats * (int64_t)sizeof(float);
 }
 
 int64_t fr_engine_max_model_len(const fr_engine *e) { return e->max_model_len; }

@@ -322,7 +322,7 @@ static fr_status parse_text(ctx_t *c, const cJSON *t, fr_config *cfg) {
     TRY(get_int(c, t, "n_routed_experts", false, 0, 0, FR_MAX_EXPERTS, &v)); cfg->n_routed_experts = (int)v;
     TRY(get_int(c, t, "first_k_dense_replace", false, 0, 0, FR_MAX_LAYERS, &v)); cfg->first_k_dense_replace = (int)v;
     TRY(get_int(c, t, "moe_layer_freq", false, 1, 1, FR_MAX_LAYERS, &v)); cfg->moe_layer_freq = (int)v;
-    TRY(get_int(c, t, "num_nextn_predict_layers", false, 0, 0, 16, &v)); cfg->num_nextn_predict_layers = (int)v;
+    TRY(get_int(c, t, "num_nextn_predict_layers", false, 0, 0, FR_MAX_NEXTN, &v)); cfg->num_nextn_predict_layers = (int)v;
     /* MTP layers are full decoder layers too: their FFN kind decides which fields are needed. */
     bool any_dense = false, any_moe = false;
     for (int l = 0; l < cfg->n_layers + cfg->num_nextn_predict_layers; l++) {
@@ -364,6 +364,92 @@ static fr_status parse_text(ctx_t *c, const cJSON *t, fr_config *cfg) {
     return FR_OK;
 }
 
+/* Fill cfg->dsa.shared from an explicit per-layer list: `indexer_types` ("full" /
+ * "shared") or `index_topk_pattern` ("F" / "S" characters). n_main entries, or one more
+ * per MTP layer (which must then be full). */
+static fr_status parse_indexer_list(ctx_t *c, const char *name, const cJSON *list, const char *pattern,
+                                    fr_config *cfg) {
+    const int n_main = cfg->n_layers, n_all = n_main + cfg->num_nextn_predict_layers;
+    const int n = list ? cJSON_GetArraySize(list) : (int)strnlen(pattern, (size_t)n_all + 1);
+    if (n != n_main && n != n_all)
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"%s\" has %d entries, num_hidden_layers is %d", c->file, name, n,
+                       n_main);
+    for (int l = 0; l < n; l++) {
+        bool full, shared;
+        if (list) {
+            const cJSON *e = cJSON_GetArrayItem(list, l);
+            const char *v = cJSON_IsString(e) ? e->valuestring : "";
+            full = strcmp(v, "full") == 0;
+            shared = strcmp(v, "shared") == 0;
+        } else {
+            full = pattern[l] == 'F';
+            shared = pattern[l] == 'S';
+        }
+        if (!full && !shared)
+            return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"%s\" entry %d is not %s", c->file, name, l,
+                           list ? "\"full\" or \"shared\"" : "'F' or 'S'");
+        if (shared && l == 0)
+            return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"%s\" makes layer 0 shared: it has no earlier full layer",
+                           c->file, name);
+        if (shared && l >= n_main)
+            return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: \"%s\" makes MTP layer %d shared (supported: full)",
+                           c->file, name, l);
+        cfg->dsa.shared[l] = shared;
+    }
+    return FR_OK;
+}
+
+/* DSA indexer fields (ARCH 2.2, 2.4, 5). Required for the DSA architectures, refused
+ * elsewhere: an indexer config on a dense-attention architecture is a contradiction. */
+static fr_status parse_dsa(ctx_t *c, const cJSON *t, fr_config *cfg) {
+    static const char *const keys[] = {"index_topk", "index_n_heads", "index_head_dim", "indexer_types"};
+    memset(cfg->dsa.shared, 0, sizeof cfg->dsa.shared);
+    if (!cfg->dsa.enabled) {
+        for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+            if (field(t, keys[i]))
+                return fr_fail(c->err, FR_ERR_UNSUPPORTED,
+                               "%s: DSA field \"%s\" with architecture %s (DSA needs DeepseekV32ForCausalLM or "
+                               "GlmMoeDsaForCausalLM)",
+                               c->file, keys[i], cfg->architecture);
+        return FR_OK;
+    }
+    int64_t v;
+    TRY(get_int(c, t, "index_n_heads", true, 0, 1, MAX_HEADS, &v)); cfg->dsa.n_heads = (int)v;
+    TRY(get_int(c, t, "index_head_dim", true, 0, 1, MAX_DIM, &v)); cfg->dsa.head_dim = (int)v;
+    /* Bounded so [tokens, index_topk] index buffers stay within int32 and memory. */
+    TRY(get_int(c, t, "index_topk", true, 0, 1, 1 << 24, &v)); cfg->dsa.topk = (int)v;
+    TRY(get_bool(c, t, "indexer_rope_interleave", cfg->dsa.rope_interleaved, &cfg->dsa.rope_interleaved));
+    if (cfg->dsa.head_dim < cfg->qk_rope_head_dim)
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: index_head_dim = %d is smaller than qk_rope_head_dim = %d (its rotated part)",
+                       c->file, cfg->dsa.head_dim, cfg->qk_rope_head_dim);
+    if (cfg->q_lora_rank <= 0)
+        return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: DSA needs q_lora_rank (the indexer query reads the q latent)",
+                       c->file);
+    /* Which layers run their own indexer: an explicit list, a pattern string, or the
+     * GLM-5.1 rule "full iff max(l - offset + 1, 0) mod freq == 0" (ARCH 2.4). */
+    const cJSON *types = field(t, "indexer_types");
+    const char *pattern = get_str(t, "index_topk_pattern");
+    if (types && !cJSON_IsArray(types))
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"indexer_types\" must be a list of \"full\" / \"shared\"", c->file);
+    if (field(t, "index_topk_pattern") && !pattern)
+        return fr_fail(c->err, FR_ERR_FORMAT, "%s: \"index_topk_pattern\" must be a string of 'F' / 'S'", c->file);
+    if (types) return parse_indexer_list(c, "indexer_types", types, NULL, cfg);
+    if (pattern) return parse_indexer_list(c, "index_topk_pattern", NULL, pattern, cfg);
+    int64_t freq, offset;
+    TRY(get_int(c, t, "index_topk_freq", false, 1, 1, FR_MAX_LAYERS, &freq));
+    TRY(get_int(c, t, "index_skip_topk_offset", false, 0, 0, FR_MAX_LAYERS, &offset));
+    for (int l = 0; l < cfg->n_layers; l++) {
+        int64_t k = l - offset + 1;
+        cfg->dsa.shared[l] = (k > 0 ? k : 0) % freq != 0;
+    }
+    if (cfg->dsa.shared[0])
+        return fr_fail(c->err, FR_ERR_FORMAT,
+                       "%s: index_topk_freq %lld with index_skip_topk_offset %lld makes layer 0 shared: it has no "
+                       "earlier full layer",
+                       c->file, (long long)freq, (long long)offset);
+    return FR_OK;
+}
+
 static fr_status parse_all(ctx_t *c, const cJSON *root, const cJSON *gen, fr_config *cfg) {
     if (!cJSON_IsObject(root)) return fr_fail(c->err, FR_ERR_FORMAT, "%s: top level is not a JSON object", c->file);
     const cJSON *archs = field(root, "architectures");
@@ -389,12 +475,27 @@ static fr_status parse_all(ctx_t *c, const cJSON *root, const cJSON *gen, fr_con
         if (strcmp(mt, "deepseek_v3") != 0 && strcmp(mt, "kimi_k2") != 0)
             return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported for DeepseekV3ForCausalLM (supported: deepseek_v3, kimi_k2)", c->file, mt);
         snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
+    } else if (strcmp(a0->valuestring, "DeepseekV32ForCausalLM") == 0 ||
+               strcmp(a0->valuestring, "GlmMoeDsaForCausalLM") == 0) {
+        const bool glm = a0->valuestring[0] == 'G';
+        const char *want = glm ? "glm_moe_dsa" : "deepseek_v32";
+        const char *mt = get_str(root, "model_type");
+        if (!mt) return fr_fail(c->err, FR_ERR_FORMAT, "%s: missing required field \"model_type\"", c->file);
+        if (strcmp(mt, want) != 0)
+            return fr_fail(c->err, FR_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported for %s (supported: %s)",
+                           c->file, mt, a0->valuestring, want);
+        snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt);
+        cfg->dsa.enabled = true;
+        /* ARCH 4.9: the V3.2 indexer rotates half-split pairs, GLM-5's interleaved ones. */
+        cfg->dsa.rope_interleaved = glm;
     } else {
         return fr_fail(c->err, FR_ERR_UNSUPPORTED,
-                       "%s: architecture \"%s\" is not supported (supported: DeepseekV3ForCausalLM, KimiK25ForConditionalGeneration)",
+                       "%s: architecture \"%s\" is not supported (supported: DeepseekV3ForCausalLM, "
+                       "KimiK25ForConditionalGeneration, DeepseekV32ForCausalLM, GlmMoeDsaForCausalLM)",
                        c->file, a0->valuestring);
     }
     TRY(parse_text(c, text, cfg));
+    TRY(parse_dsa(c, text, cfg));
     TRY(parse_quant(c, quant, cfg));
 
     /* generation_config.json, when present, decides the stop ids (as transformers does). */

@@ -1,9 +1,11 @@
 /* config.h - config.json (+ generation_config.json) -> the model configuration.
  *
- * Accepts DeepseekV3ForCausalLM (model_type deepseek_v3 or kimi_k2) and
+ * Accepts DeepseekV3ForCausalLM (model_type deepseek_v3 or kimi_k2),
  * KimiK25ForConditionalGeneration (text model in "text_config", weights under the
- * "language_model." prefix). Unknown architectures and missing required fields are
- * errors, never guesses; optional fields take the defaults of shared/docs/ARCH.md. */
+ * "language_model." prefix), and the two DSA (sparse attention) families:
+ * DeepseekV32ForCausalLM (deepseek_v32) and GlmMoeDsaForCausalLM (glm_moe_dsa, GLM-5).
+ * Unknown architectures and missing required fields are errors, never guesses;
+ * optional fields take the defaults of shared/docs/ARCH.md. */
 #ifndef FR_CONFIG_H
 #define FR_CONFIG_H
 
@@ -15,6 +17,7 @@
 #define FR_MAX_EOS 8
 #define FR_MAX_LAYERS 1024
 #define FR_MAX_EXPERTS 4096
+#define FR_MAX_NEXTN 16 /* num_nextn_predict_layers (MTP layers) */
 
 /* Stored formats of a module group's linear weights. BF16 stands for "not quantized"
  * (F32, F16 or BF16 tensors). */
@@ -40,7 +43,7 @@ const char *fr_qgroup_name(fr_qgroup g);
 
 typedef struct {
     char architecture[64];  /* "DeepseekV3ForCausalLM", ... */
-    char model_type[32];    /* of the text model: "deepseek_v3", "kimi_k2" */
+    char model_type[32];    /* of the text model: "deepseek_v3", "kimi_k2", "deepseek_v32", "glm_moe_dsa" */
     char weight_prefix[32]; /* "" or "language_model." (K2.5) */
 
     int64_t vocab_size;
@@ -88,6 +91,20 @@ typedef struct {
         int group_size;           /* MXFP4 / INT4 elements per scale (32) when any group is 4-bit */
     } quant;
 
+    /* DSA, DeepSeek Sparse Attention (ARCH 5): a lightning indexer per layer picks the
+     * index_topk cached tokens each query attends to. Only deepseek_v32 / glm_moe_dsa. */
+    struct {
+        bool enabled;
+        int n_heads;              /* index_n_heads, H_I */
+        int head_dim;             /* index_head_dim, D_I; RoPE on its first qk_rope_head_dim dims */
+        int topk;                 /* index_topk, K_I */
+        bool rope_interleaved;    /* indexer RoPE pairs: interleaved (GLM-5) or half-split (V3.2) */
+        /* Per layer, MTP layers included: 1 when the layer has no indexer and reuses the
+         * selection of the nearest earlier full layer (GLM-5.1+ IndexShare, `indexer_types`
+         * "shared"). Layer 0 and MTP layers are always full. */
+        uint8_t shared[FR_MAX_LAYERS + FR_MAX_NEXTN];
+    } dsa;
+
     int32_t bos_token_id;         /* -1 when absent */
     int n_eos;
     int32_t eos_token_ids[FR_MAX_EOS]; /* from generation_config.json, else config.json */
@@ -102,6 +119,11 @@ fr_status fr_config_parse(const char *json, const char *generation_json, const c
 
 /* Is layer l a MoE layer? (layer >= first_k_dense_replace and l % moe_layer_freq == 0) */
 bool fr_config_layer_is_moe(const fr_config *cfg, int l);
+
+/* Does layer l (MTP layers included) run its own DSA indexer? False for non-DSA models. */
+static inline bool fr_config_layer_has_indexer(const fr_config *c, int l) {
+    return c->dsa.enabled && !c->dsa.shared[l];
+}
 
 /* q/k head width (qk_nope + qk_rope). */
 static inline int fr_config_qk_head_dim(const fr_config *c) {

@@ -9,9 +9,17 @@
  *
  * A step carries the new tokens of several sequences, concatenated: everything
  * but attention is per token, so it runs once over all of them (the MoE then
- * reads each chosen expert once per step, not once per sequence). */
+ * reads each chosen expert once per step, not once per sequence).
+ *
+ * DSA models (DeepSeek-V3.2, GLM-5; ARCH.md 5): a layer with an indexer also caches
+ * each token's indexer key (paged like the latent) and, for a sequence whose context
+ * is longer than index_topk, picks the index_topk keys each new token attends to;
+ * a "shared" layer attends with the selection of the nearest earlier full layer,
+ * which is still in f->sel because layers run in order. A sequence whose context
+ * fits in index_topk attends densely: the selection would keep every key. */
 #include "forward.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +31,11 @@ struct fr_forward {
     fr_kv_pool *pool;
     int64_t cap;                                 /* tokens the step buffers hold */
     float *x, *h, *q, *qa, *kv, *attn, *delta;   /* backend step buffers, [cap, ...] */
+    /* DSA step buffers (NULL otherwise): indexer queries [cap, H_I * D_I], keys [cap, D_I],
+     * head weights [cap, H_I], and the selection [cap, sel_width] (positions, -1 padded) */
+    float *iq, *ik, *iw;
+    int32_t *sel;
+    int sel_width;                               /* min(index_topk, tokens the pool holds) */
     int32_t *positions;                          /* host, [cap] */
     int64_t *slots;                              /* host, [cap]: cache row of each token */
     int64_t *head_rows;                          /* host, [cap]: rows that go through the head */
@@ -30,11 +43,13 @@ struct fr_forward {
 
 static void free_buffers(fr_forward *f) {
     fr_backend *be = f->be;
-    float **bufs[] = {&f->x, &f->h, &f->q, &f->qa, &f->kv, &f->attn, &f->delta};
+    float **bufs[] = {&f->x, &f->h, &f->q, &f->qa, &f->kv, &f->attn, &f->delta, &f->iq, &f->ik, &f->iw};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
         be->ops->free(be, *bufs[i]);
         *bufs[i] = NULL;
     }
+    be->ops->free(be, f->sel);
+    f->sel = NULL;
     free(f->positions), free(f->slots), free(f->head_rows);
     f->positions = NULL, f->slots = NULL, f->head_rows = NULL;
     f->cap = 0;
@@ -59,8 +74,17 @@ static fr_status reserve(fr_forward *f, int64_t n, fr_error *err) {
     f->positions = malloc(N * sizeof *f->positions);
     f->slots = malloc(N * sizeof *f->slots);
     f->head_rows = malloc(N * sizeof *f->head_rows);
+    bool dsa_ok = true;
+    if (c->dsa.enabled) {
+        const size_t HI = (size_t)c->dsa.n_heads, DI = (size_t)c->dsa.head_dim;
+        f->iq = be->ops->alloc(be, N * HI * DI * fl);
+        f->ik = be->ops->alloc(be, N * DI * fl);
+        f->iw = be->ops->alloc(be, N * HI * fl);
+        f->sel = be->ops->alloc(be, N * (size_t)f->sel_width * sizeof(int32_t));
+        dsa_ok = f->iq && f->ik && f->iw && f->sel;
+    }
     if (!f->x || !f->h || !f->delta || !f->q || !f->qa || !f->kv || !f->attn || !f->positions || !f->slots ||
-        !f->head_rows) {
+        !f->head_rows || !dsa_ok) {
         free_buffers(f);
         return fr_fail(err, FR_ERR_NOMEM, "out of memory for step buffers of %lld tokens", (long long)n);
     }
@@ -71,9 +95,26 @@ static fr_status reserve(fr_forward *f, int64_t n, fr_error *err) {
 fr_status fr_forward_create(const fr_model *m, fr_backend *be, fr_kv_pool *pool, fr_forward **out, fr_error *err) {
     *out = NULL;
     if (!be->ops->copy_rows) return fr_fail(err, FR_ERR_UNSUPPORTED, "backend %s has no copy_rows op", be->ops->name);
+    const fr_config *c = &m->cfg;
+    if (c->dsa.enabled) {
+        const char *missing = !be->ops->layernorm            ? "layernorm"
+                              : !be->ops->dsa_select           ? "dsa_select"
+                              : !be->ops->mla_sparse_attention ? "mla_sparse_attention"
+                              : !c->dsa.rope_interleaved && !be->ops->rope_half ? "rope_half"
+                                                                                : NULL;
+        if (missing)
+            return fr_fail(err, FR_ERR_UNSUPPORTED, "backend %s has no %s op (needed by %s's sparse attention)",
+                           be->ops->name, missing, c->model_type);
+        if (!pool->index_layer)
+            return fr_fail(err, FR_ERR_INVALID, "forward: the KV pool has no indexer-key cache for a DSA model");
+    }
     fr_forward *f = calloc(1, sizeof *f);
     if (!f) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
     f->m = m, f->be = be, f->pool = pool;
+    if (c->dsa.enabled) {
+        const int64_t held = pool->n_blocks * pool->block_size; /* no context is longer */
+        f->sel_width = (int)(c->dsa.topk < held ? c->dsa.topk : held);
+    }
     *out = f;
     return FR_OK;
 }
@@ -89,6 +130,58 @@ void fr_forward_free(fr_forward *f) {
         fr_status rc_ = (x);                                                                       \
         if (rc_) return rc_ == FR_ERR_NOMEM ? fr_fail(err, rc_, "out of memory in the forward pass") : rc_; \
     } while (0)
+
+/* Does sequence s attend sparsely? Only when its context is longer than index_topk:
+ * up to that every key is selected and dense attention is the same. */
+static bool seq_is_sparse(const fr_config *c, const fr_seq_step *s) {
+    return c->dsa.enabled && s->pos + s->n > c->dsa.topk;
+}
+
+/* The DSA indexer of layer l (ARCH.md 5) on the step's T tokens: cache each token's key,
+ * and for every sparse sequence write its tokens' selections into f->sel. Needs f->h
+ * (attention-normed hidden) and f->qa (q latent after q_a_layernorm). */
+static fr_status indexer_forward(fr_forward *f, int l, const fr_seq_step *seqs, int n_seqs, int64_t T,
+                                 fr_error *err) {
+    const fr_model *m = f->m;
+    const fr_config *c = &m->cfg;
+    const fr_layer *L = &m->layers[l];
+    fr_backend *be = f->be;
+    const fr_backend_ops *op = be->ops;
+    const int64_t HI = c->dsa.n_heads, DI = c->dsa.head_dim;
+    const int dr = c->qk_rope_head_dim;
+    /* RoPE on the first qk_rope dims of each index head: [rope | nope] (ARCH 4.9) */
+    fr_status (*rope)(fr_backend *, float *, int64_t, int, int64_t, int64_t, int, const int32_t *, const double *,
+                      float) = c->dsa.rope_interleaved ? op->rope : op->rope_half;
+
+    /* keys: LayerNorm(wk h), roped, into the layer's key pages (one key per token) */
+    TRY(op->matmul(be, f->ik, f->h, T, &L->idx_wk));
+    TRY(op->layernorm(be, f->ik, f->ik, T, DI, DI, &L->idx_k_norm, &L->idx_k_bias, 1e-6f));
+    TRY(rope(be, f->ik, T, 1, DI, 0, dr, f->positions, m->rope_freqs, m->rope_mscale));
+    TRY(op->copy_rows(be, f->pool->index_layer[l], f->slots, f->ik, NULL, T, DI));
+
+    bool any = false;
+    for (int i = 0; i < n_seqs; i++) any |= seq_is_sparse(c, &seqs[i]);
+    if (!any) return FR_OK;
+    /* queries from the q latent, per-head weights from the hidden state */
+    TRY(op->matmul(be, f->iq, f->qa, T, &L->idx_wq_b));
+    TRY(rope(be, f->iq, T, (int)HI, HI * DI, DI, dr, f->positions, m->rope_freqs, m->rope_mscale));
+    TRY(op->matmul(be, f->iw, f->h, T, &L->idx_weights));
+    int64_t off = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        const fr_seq_step *s = &seqs[i];
+        if (seq_is_sparse(c, s)) {
+            fr_dsa_layer dsa = {
+                .n_heads = (int)HI, .head_dim = (int)DI, .topk = f->sel_width,
+                .scale = (float)(1.0 / sqrt((double)HI * (double)DI)), .keys = f->pool->index_layer[l],
+                .blocks = s->blocks, .block_size = f->pool->block_size,
+            };
+            TRY(op->dsa_select(be, f->sel + off * f->sel_width, f->iq + off * HI * DI, f->iw + off * HI, s->n,
+                               s->pos, &dsa));
+        }
+        off += s->n;
+    }
+    return FR_OK;
+}
 
 /* One decoder layer on the step's T tokens. On entry f->h = RMSNorm_in(x); on exit
  * f->delta holds the FFN output not yet added to x (the next add_rmsnorm adds it). */
@@ -116,6 +209,10 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
     TRY(op->rmsnorm(be, f->kv, f->kv, T, rkv, row, &L->kv_a_norm, c->rms_norm_eps));
     TRY(op->rope(be, f->kv + rkv, T, 1, row, 0, (int)dr, f->positions, m->rope_freqs, m->rope_mscale));
     TRY(op->copy_rows(be, f->pool->layer[l], f->slots, f->kv, NULL, T, row));
+    if (L->has_indexer) {
+        fr_status rc = indexer_forward(f, l, seqs, n_seqs, T, err);
+        if (rc) return rc;
+    }
 
     /* attention, per sequence over its own pages; a sequence's tokens split at the
      * boundary between the prefill and the absorbed form */
@@ -128,11 +225,23 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
             .block_size = f->pool->block_size,
         };
         const int64_t n_naive = s->n - s->n_absorbed;
-        if (n_naive > 0)
-            TRY(op->mla_attention(be, f->attn + off * H * dv, f->q + off * H * qw, n_naive, s->pos, &mla, false));
-        if (s->n_absorbed > 0)
-            TRY(op->mla_attention(be, f->attn + (off + n_naive) * H * dv, f->q + (off + n_naive) * H * qw,
-                                  s->n_absorbed, s->pos + n_naive, &mla, true));
+        if (seq_is_sparse(c, s)) {
+            /* over the selection of this layer's indexer, or of the full layer it shares */
+            const int K = f->sel_width;
+            if (n_naive > 0)
+                TRY(op->mla_sparse_attention(be, f->attn + off * H * dv, f->q + off * H * qw, n_naive, s->pos, &mla,
+                                             f->sel + off * K, K, false));
+            if (s->n_absorbed > 0)
+                TRY(op->mla_sparse_attention(be, f->attn + (off + n_naive) * H * dv, f->q + (off + n_naive) * H * qw,
+                                             s->n_absorbed, s->pos + n_naive, &mla, f->sel + (off + n_naive) * K, K,
+                                             true));
+        } else {
+            if (n_naive > 0)
+                TRY(op->mla_attention(be, f->attn + off * H * dv, f->q + off * H * qw, n_naive, s->pos, &mla, false));
+            if (s->n_absorbed > 0)
+                TRY(op->mla_attention(be, f->attn + (off + n_naive) * H * dv, f->q + (off + n_naive) * H * qw,
+                                      s->n_absorbed, s->pos + n_naive, &mla, true));
+        }
         off += s->n;
     }
     TRY(op->matmul(be, f->delta, f->attn, T, &L->o));

@@ -23,6 +23,14 @@ fr_status fr_kv_pool_create(const fr_model *m, fr_backend *be, int64_t n_blocks,
     const size_t bytes = (size_t)n_blocks * (size_t)block_size * (size_t)p->row * sizeof(float);
     for (int l = 0; l < c->n_layers; l++)
         if (!(p->layer[l] = be->ops->alloc(be, bytes))) goto nomem;
+    if (c->dsa.enabled) {
+        p->index_row = c->dsa.head_dim;
+        p->index_layer = calloc((size_t)c->n_layers, sizeof *p->index_layer);
+        if (!p->index_layer) goto nomem;
+        const size_t ibytes = (size_t)n_blocks * (size_t)block_size * (size_t)p->index_row * sizeof(float);
+        for (int l = 0; l < c->n_layers; l++)
+            if (m->layers[l].has_indexer && !(p->index_layer[l] = be->ops->alloc(be, ibytes))) goto nomem;
+    }
     /* Lowest ids on top: a lone sequence gets blocks 0, 1, 2, ... in order. */
     for (int64_t i = 0; i < n_blocks; i++) p->free_ids[i] = (int32_t)(n_blocks - 1 - i);
     p->n_free = n_blocks;
@@ -37,7 +45,10 @@ void fr_kv_pool_free(fr_kv_pool *p) {
     if (!p) return;
     if (p->layer)
         for (int l = 0; l < p->n_layers; l++) p->be->ops->free(p->be, p->layer[l]);
+    if (p->index_layer)
+        for (int l = 0; l < p->n_layers; l++) p->be->ops->free(p->be, p->index_layer[l]);
     free(p->layer);
+    free(p->index_layer);
     free(p->free_ids);
     free(p);
 }

@@ -5,7 +5,11 @@
  * tokens in all layers and a sequence needs one table. A block holds block_size
  * rows of kv_lora + rope floats (normed c_kv then roped k_pe, ARCH.md 4.5). Blocks
  * come from a free stack: taking and returning one is O(1), and a finished or
- * aborted sequence gives all of its blocks back at once. */
+ * aborted sequence gives all of its blocks back at once.
+ *
+ * DSA models (ARCH.md 5) also cache one indexer key (index_head_dim floats) per token
+ * for each layer that runs its own indexer, in a second pool per such layer with the
+ * same block layout, so the same block table finds a token's latent and its key. */
 #ifndef FR_KV_CACHE_H
 #define FR_KV_CACHE_H
 
@@ -20,6 +24,9 @@ typedef struct {
     int64_t n_blocks;  /* blocks in the pool */
     int64_t n_free;    /* blocks on the free stack */
     float **layer;     /* [n_layers] backend memory of n_blocks * block_size rows */
+    int64_t index_row; /* DSA: floats per indexer key (index_head_dim), else 0 */
+    float **index_layer; /* DSA: [n_layers] n_blocks * block_size keys; NULL for layers without
+                          * an indexer (and the whole array NULL for non-DSA models) */
     int32_t *free_ids; /* [n_blocks] free stack, top at n_free - 1 */
 } fr_kv_pool;
 

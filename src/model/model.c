@@ -251,6 +251,22 @@ static fr_status bind_layer(const binder *b, int l, fr_layer *L) {
     TRY(bind(b, NM("self_attn.kv_a_layernorm.weight"), rkv, 0, &L->kv_a_norm));
     TRY(bind_linear(b, NM("self_attn.kv_b_proj.weight"), H * (dn + dv), rkv, FR_QGROUP_ATTENTION, &L->kv_b));
     TRY(bind_linear(b, NM("self_attn.o_proj.weight"), D, H * dv, FR_QGROUP_ATTENTION, &L->o));
+    L->has_indexer = fr_config_layer_has_indexer(c, l);
+    L->index_source = l;
+    if (L->has_indexer) {
+        /* ARCH 3.2 / 3.4: wq_b and wk are linear weights of the attention group (FP8 in
+         * the releases); the LayerNorm and weights_proj stay unquantized. */
+        const int64_t HI = c->dsa.n_heads, DI = c->dsa.head_dim;
+        TRY(bind_linear(b, NM("self_attn.indexer.wq_b.weight"), HI * DI, rq, FR_QGROUP_ATTENTION, &L->idx_wq_b));
+        TRY(bind_linear(b, NM("self_attn.indexer.wk.weight"), DI, D, FR_QGROUP_ATTENTION, &L->idx_wk));
+        TRY(bind(b, NM("self_attn.indexer.k_norm.weight"), DI, 0, &L->idx_k_norm));
+        TRY(bind(b, NM("self_attn.indexer.k_norm.bias"), DI, 0, &L->idx_k_bias));
+        TRY(bind(b, NM("self_attn.indexer.weights_proj.weight"), HI, D, &L->idx_weights));
+    } else if (c->dsa.enabled && find(b, NM("self_attn.indexer.wk.weight"))) {
+        /* indexer_types says shared, the checkpoint says otherwise: refuse to guess */
+        return fr_fail(b->err, FR_ERR_FORMAT,
+                       "checkpoint has \"%s\" but config.json's indexer schedule makes layer %d shared", n, l);
+    }
     L->is_moe = fr_config_layer_is_moe(c, l);
     if (!L->is_moe) {
         const int64_t I = c->intermediate_size;
@@ -285,6 +301,43 @@ static fr_status bind_layer(const binder *b, int l, fr_layer *L) {
     }
 #undef NM
     return FR_OK;
+}
+
+/* MTP layer l (>= n_layers), ARCH 3.1 / 6. The duplicated head and embedding are
+ * optional (GLM-5 may not store them, ARCH 3.4): the main model's views stand in. */
+static fr_status bind_mtp(const binder *b, const fr_model *m, int l, fr_mtp_layer *M) {
+    const fr_config *c = b->cfg;
+    const char *pre = c->weight_prefix;
+    const int64_t D = c->hidden_size, V = c->vocab_size;
+    char n[NAME_MAX_LEN];
+#define NM(fmt) (snprintf(n, sizeof n, "%smodel.layers.%d." fmt, pre, l), n)
+    TRY(bind(b, NM("enorm.weight"), D, 0, &M->enorm));
+    TRY(bind(b, NM("hnorm.weight"), D, 0, &M->hnorm));
+    TRY(bind(b, NM("eh_proj.weight"), D, 2 * D, &M->eh_proj));
+    TRY(bind(b, NM("shared_head.norm.weight"), D, 0, &M->head_norm));
+    M->head = m->lm_head;
+    if (find(b, NM("shared_head.head.weight"))) TRY(bind(b, n, V, D, &M->head));
+    M->embed = m->embed;
+    if (find(b, NM("embed_tokens.weight"))) TRY(bind(b, n, V, D, &M->embed));
+#undef NM
+    return bind_layer(b, l, &M->block);
+}
+
+/* Does the checkpoint hold MTP layer l at all? (Its decoder block or its extras.) */
+static bool has_mtp_layer(const binder *b, int l) {
+    char n[NAME_MAX_LEN];
+    snprintf(n, sizeof n, "%smodel.layers.%d.eh_proj.weight", b->cfg->weight_prefix, l);
+    if (find(b, n)) return true;
+    snprintf(n, sizeof n, "%smodel.layers.%d.input_layernorm.weight", b->cfg->weight_prefix, l);
+    return find(b, n) != NULL;
+}
+
+static void free_layer(fr_layer *L) {
+    free(L->exp_gate);
+    free(L->exp_up);
+    free(L->exp_down);
+    free(L->experts);
+    free(L->expert_mem);
 }
 
 fr_status fr_model_bind_linear(const fr_config *cfg, const fr_st_set *st, const char *name, int64_t rows,
@@ -322,8 +375,24 @@ fr_status fr_model_from_set(const fr_config *cfg, fr_st_set *st, fr_model **out,
     snprintf(n, sizeof n, "%slm_head.weight", pre);
     if (cfg->tie_word_embeddings && !fr_st_find(st, n)) m->lm_head = m->embed;
     else if ((rc = bind(&b, n, V, D, &m->lm_head))) goto fail;
-    for (int l = 0; l < cfg->n_layers; l++)
+    for (int l = 0; l < cfg->n_layers; l++) {
         if ((rc = bind_layer(&b, l, &m->layers[l]))) goto fail;
+        /* a shared layer attends with the selection of the nearest earlier full layer */
+        if (cfg->dsa.enabled && !m->layers[l].has_indexer) m->layers[l].index_source = m->layers[l - 1].index_source;
+    }
+    /* MTP layers: all of them or none (a converter may drop them). */
+    int n_mtp = 0;
+    for (int k = 0; k < cfg->num_nextn_predict_layers; k++) n_mtp += has_mtp_layer(&b, cfg->n_layers + k);
+    if (n_mtp) {
+        m->mtp = calloc((size_t)cfg->num_nextn_predict_layers, sizeof *m->mtp);
+        if (!m->mtp) {
+            rc = fr_fail(err, FR_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        m->n_mtp = cfg->num_nextn_predict_layers;
+        for (int k = 0; k < m->n_mtp; k++)
+            if ((rc = bind_mtp(&b, m, cfg->n_layers + k, &m->mtp[k]))) goto fail;
+    }
     fr_config_rope_freqs(cfg, m->rope_freqs);
     m->softmax_scale = (float)fr_config_softmax_scale(cfg);
     m->rope_mscale = (float)fr_config_rope_mscale(cfg);
@@ -344,16 +413,12 @@ fr_status fr_model_load(const char *dir, fr_model **out, fr_error *err) {
 
 void fr_model_free(fr_model *m) {
     if (!m) return;
-    if (m->layers) {
-        for (int l = 0; l < m->cfg.n_layers; l++) {
-            free(m->layers[l].exp_gate);
-            free(m->layers[l].exp_up);
-            free(m->layers[l].exp_down);
-            free(m->layers[l].experts);
-            free(m->layers[l].expert_mem);
-        }
-    }
+    if (m->layers)
+        for (int l = 0; l < m->cfg.n_layers; l++) free_layer(&m->layers[l]);
+    if (m->mtp)
+        for (int k = 0; k < m->n_mtp; k++) free_layer(&m->mtp[k].block);
     free(m->layers);
+    free(m->mtp);
     free(m->rope_freqs);
     fr_st_close(m->st);
     free(m);
@@ -428,9 +493,11 @@ void fr_model_stats_compute(const fr_model *m, fr_model_stats *s) {
         s->bytes_other += stored_bytes(&L->input_norm) + stored_bytes(&L->post_norm);
         if (L->has_q_lora) s->bytes_other += stored_bytes(&L->q_a_norm);
         s->bytes_other += stored_bytes(&L->kv_a_norm);
-        const fr_weight *attn[] = {&L->q_a, &L->q_b, &L->q, &L->kv_a, &L->kv_b, &L->o};
-        for (int i = 0; i < 6; i++)
+        const fr_weight *attn[] = {&L->q_a, &L->q_b, &L->q, &L->kv_a, &L->kv_b, &L->o, &L->idx_wq_b, &L->idx_wk};
+        for (int i = 0; i < 8; i++)
             if (attn[i]->data) count_group(gf, FR_QGROUP_ATTENTION, attn[i]);
+        if (L->has_indexer)
+            s->bytes_other += stored_bytes(&L->idx_k_norm) + stored_bytes(&L->idx_k_bias) + stored_bytes(&L->idx_weights);
         fr_qgroup ffn = L->is_moe ? FR_QGROUP_SHARED : FR_QGROUP_DENSE;
         if (!L->is_moe || L->has_shared) {
             count_group(gf, ffn, &L->gate);
@@ -455,5 +522,7 @@ void fr_model_stats_compute(const fr_model *m, fr_model_stats *s) {
         }
     }
     s->kv_bytes_per_token_bf16 = (int64_t)c->n_layers * (c->kv_lora_rank + c->qk_rope_head_dim) * 2;
+    for (int l = 0; l < c->n_layers; l++) /* DSA: one indexer key per token and full layer */
+        if (m->layers[l].has_indexer) s->kv_bytes_per_token_bf16 += (int64_t)c->dsa.head_dim * 2;
     s->kv_bytes_per_token = s->kv_bytes_per_token_bf16 * 2;
 }

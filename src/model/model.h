@@ -9,8 +9,14 @@
  * exception to "nothing is copied" is fr_model_quantize_experts (quantize.h), which
  * replaces the routed experts' views with MXFP4 copies the layer owns.
  *
- * MTP layers (index >= num_hidden_layers) are not bound for the main model: they
- * come with speculative decoding. */
+ * MTP layers (index >= num_hidden_layers) are bound and validated when the
+ * checkpoint has them (m->mtp), so a checkpoint with a malformed MTP layer fails at
+ * load; the main forward pass does not use them (speculative decoding will). A
+ * checkpoint without its MTP layers (some converters drop them) loads with n_mtp 0.
+ *
+ * DSA models (DeepSeek-V3.2, GLM-5) also bind each full layer's indexer
+ * (self_attn.indexer.*, ARCH 3.2 / 3.4); "shared" layers have none and point at the
+ * layer whose selection they reuse. */
 #ifndef FR_MODEL_H
 #define FR_MODEL_H
 
@@ -28,6 +34,14 @@ typedef struct {
     fr_weight q;                       /* [H*(dn+dr), D] when q_lora_rank is null */
     fr_weight kv_a, kv_a_norm, kv_b;   /* [r_kv+dr, D], [r_kv], [H*(dn+dv), r_kv] */
     fr_weight o;                       /* [D, H*dv] */
+    /* DSA indexer (ARCH 5): H_I heads of D_I; has_indexer false on non-DSA models and
+     * on shared layers, which use the selection of layer index_source instead. */
+    bool has_indexer;
+    int index_source;                  /* layer whose top-k selection this layer attends with */
+    fr_weight idx_wq_b;                /* [H_I*D_I, r_q]   indexer.wq_b (on the q latent) */
+    fr_weight idx_wk;                  /* [D_I, D]         indexer.wk */
+    fr_weight idx_k_norm, idx_k_bias;  /* [D_I], [D_I]     indexer.k_norm LayerNorm weight, bias */
+    fr_weight idx_weights;             /* [H_I, D]         indexer.weights_proj (never quantized) */
     /* feed-forward: dense MLP or MoE */
     bool is_moe;
     fr_weight gate, up, down;          /* dense: [I, D], [I, D], [D, I]; MoE: shared experts */
@@ -38,11 +52,24 @@ typedef struct {
     void *expert_mem;                  /* owned: experts converted at load time, else NULL */
 } fr_layer;
 
+/* One MTP (next-n prediction) layer, ARCH 3.1 / 6: the extras plus a full decoder block
+ * (with its own indexer on DSA models). */
+typedef struct {
+    fr_weight enorm, hnorm;            /* [D], [D] */
+    fr_weight eh_proj;                 /* [D, 2D]: input concat(enorm(embed), hnorm(hidden)) */
+    fr_weight head_norm;               /* shared_head.norm [D] */
+    fr_weight head;                    /* shared_head.head [V, D], else a copy of the main lm_head view */
+    fr_weight embed;                   /* embed_tokens [V, D], else a copy of the main embedding view */
+    fr_layer block;
+} fr_mtp_layer;
+
 typedef struct {
     fr_config cfg;
     fr_st_set *st;                     /* owned: the mapped checkpoint */
     fr_weight embed, final_norm, lm_head; /* [V, D], [D], [V, D] */
     fr_layer *layers;                  /* [n_layers] */
+    int n_mtp;                         /* MTP layers bound: num_nextn_predict_layers, or 0 when absent */
+    fr_mtp_layer *mtp;                 /* [n_mtp] */
     double *rope_freqs;                /* [qk_rope_head_dim / 2] incl. YaRN */
     float softmax_scale;
     float rope_mscale;                 /* YaRN attention factor on cos/sin (1 for released configs) */
@@ -75,7 +102,7 @@ typedef struct {
     int format_by_group[FR_QGROUP_COUNT];
     int64_t bytes_by_group[FR_QGROUP_COUNT];
     int64_t bytes_other;
-    int64_t kv_bytes_per_token_bf16; /* latent cache per token, all layers, BF16 */
+    int64_t kv_bytes_per_token_bf16; /* latent cache (+ DSA indexer keys) per token, all layers, BF16 */
     int64_t kv_bytes_per_token;      /* as this build's CPU cache holds it (float32) */
 } fr_model_stats;
 

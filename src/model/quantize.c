@@ -307,12 +307,14 @@ int fr_linear_group(const char *name, const char *prefix, int *layer) {
         rest[n - 7] = 0;
     else if (!ends_with(rest, ".weight"))
         return -1;
-    static const char *const attn[] = {"self_attn.q_a_proj.weight",  "self_attn.q_b_proj.weight",
-                                       "self_attn.q_proj.weight",    "self_attn.kv_a_proj_with_mqa.weight",
-                                       "self_attn.kv_b_proj.weight", "self_attn.o_proj.weight"};
+    /* the DSA indexer's two projections belong to the attention group (model.c binds them so) */
+    static const char *const attn[] = {"self_attn.q_a_proj.weight",     "self_attn.q_b_proj.weight",
+                                       "self_attn.q_proj.weight",       "self_attn.kv_a_proj_with_mqa.weight",
+                                       "self_attn.kv_b_proj.weight",    "self_attn.o_proj.weight",
+                                       "self_attn.indexer.wq_b.weight", "self_attn.indexer.wk.weight"};
     static const char *const mlp[] = {"gate_proj.weight", "up_proj.weight", "down_proj.weight"};
     *layer = l;
-    for (int i = 0; i < 6; i++)
+    for (size_t i = 0; i < sizeof attn / sizeof *attn; i++)
         if (strcmp(rest, attn[i]) == 0) return FR_QGROUP_ATTENTION;
     const char *q = rest;
     if (strncmp(q, "mlp.", 4) != 0) return -1;

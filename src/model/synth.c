@@ -1,7 +1,7 @@
 /* synth.c - random-weight checkpoints in the exact released layout (see synth.h).
  *
- * Three parts. Presets are the config.json texts of the released models (plus a
- * deliberately odd-sized "tiny" one); fr_synth_edit_json shrinks them (layers,
+ * Three parts. Presets are the config.json texts of the released models (plus
+ * deliberately odd-sized "tiny" ones, of DeepSeek-V3 and of the two DSA families); fr_synth_edit_json shrinks them (layers,
  * experts) or adds block-FP8 quantization with cJSON. build_plan() turns a parsed
  * config into the tensor list - names, shapes and dtypes exactly as the released
  * safetensors have them (ARCH.md 3.1/3.3), plus how to generate each tensor - and
@@ -218,6 +218,219 @@ static const char preset_deepseek_v3[] =
     "  \"vocab_size\": 129280\n"
     "}\n";
 
+/* deepseek-ai/DeepSeek-V3.2 (ARCH.md 2.2): DeepSeek-V3 plus the DSA indexer fields,
+ * power-of-two (ue8m0) FP8 block scales. */
+static const char preset_deepseek_v32[] =
+    "{\n"
+    "  \"architectures\": [\"DeepseekV32ForCausalLM\"],\n"
+    "  \"attention_bias\": false,\n"
+    "  \"attention_dropout\": 0.0,\n"
+    "  \"aux_loss_alpha\": 0.001,\n"
+    "  \"bos_token_id\": 0,\n"
+    "  \"eos_token_id\": 1,\n"
+    "  \"ep_size\": 1,\n"
+    "  \"first_k_dense_replace\": 3,\n"
+    "  \"hidden_act\": \"silu\",\n"
+    "  \"hidden_size\": 7168,\n"
+    "  \"index_head_dim\": 128,\n"
+    "  \"index_n_heads\": 64,\n"
+    "  \"index_topk\": 2048,\n"
+    "  \"initializer_range\": 0.02,\n"
+    "  \"intermediate_size\": 18432,\n"
+    "  \"kv_lora_rank\": 512,\n"
+    "  \"max_position_embeddings\": 163840,\n"
+    "  \"model_type\": \"deepseek_v32\",\n"
+    "  \"moe_intermediate_size\": 2048,\n"
+    "  \"moe_layer_freq\": 1,\n"
+    "  \"n_group\": 8,\n"
+    "  \"n_routed_experts\": 256,\n"
+    "  \"n_shared_experts\": 1,\n"
+    "  \"norm_topk_prob\": true,\n"
+    "  \"num_attention_heads\": 128,\n"
+    "  \"num_experts_per_tok\": 8,\n"
+    "  \"num_hidden_layers\": 61,\n"
+    "  \"num_key_value_heads\": 128,\n"
+    "  \"num_nextn_predict_layers\": 1,\n"
+    "  \"pretraining_tp\": 1,\n"
+    "  \"q_lora_rank\": 1536,\n"
+    "  \"qk_nope_head_dim\": 128,\n"
+    "  \"qk_rope_head_dim\": 64,\n"
+    "  \"quantization_config\": {\n"
+    "    \"activation_scheme\": \"dynamic\",\n"
+    "    \"fmt\": \"e4m3\",\n"
+    "    \"quant_method\": \"fp8\",\n"
+    "    \"scale_fmt\": \"ue8m0\",\n"
+    "    \"weight_block_size\": [128, 128]\n"
+    "  },\n"
+    "  \"rms_norm_eps\": 1e-06,\n"
+    "  \"rope_scaling\": {\n"
+    "    \"beta_fast\": 32,\n"
+    "    \"beta_slow\": 1,\n"
+    "    \"factor\": 40,\n"
+    "    \"mscale\": 1.0,\n"
+    "    \"mscale_all_dim\": 1.0,\n"
+    "    \"original_max_position_embeddings\": 4096,\n"
+    "    \"type\": \"yarn\"\n"
+    "  },\n"
+    "  \"rope_theta\": 10000,\n"
+    "  \"routed_scaling_factor\": 2.5,\n"
+    "  \"scoring_func\": \"sigmoid\",\n"
+    "  \"seq_aux\": true,\n"
+    "  \"tie_word_embeddings\": false,\n"
+    "  \"topk_group\": 4,\n"
+    "  \"topk_method\": \"noaux_tc\",\n"
+    "  \"torch_dtype\": \"bfloat16\",\n"
+    "  \"transformers_version\": \"4.57.0\",\n"
+    "  \"use_cache\": true,\n"
+    "  \"v_head_dim\": 128,\n"
+    "  \"vocab_size\": 129280\n"
+    "}\n";
+
+/* zai-org/GLM-5 (ARCH.md 2.4): MLA with wider heads (nope 192, v 256), DSA with 32
+ * indexer heads, one expert group, no YaRN (rope_theta as ARCH 2.4 gives it, marked
+ * unconfirmed there), FP8 128x128 blocks as in GLM-5-FP8. Every layer has its own
+ * indexer; GLM-5.1+ configs add indexer_types, which glm-5-tiny exercises. */
+static const char preset_glm5[] =
+    "{\n"
+    "  \"architectures\": [\"GlmMoeDsaForCausalLM\"],\n"
+    "  \"attention_bias\": false,\n"
+    "  \"attention_dropout\": 0.0,\n"
+    "  \"eos_token_id\": [154820, 154827, 154829],\n"
+    "  \"first_k_dense_replace\": 3,\n"
+    "  \"hidden_act\": \"silu\",\n"
+    "  \"hidden_size\": 6144,\n"
+    "  \"index_head_dim\": 128,\n"
+    "  \"index_n_heads\": 32,\n"
+    "  \"index_topk\": 2048,\n"
+    "  \"initializer_range\": 0.02,\n"
+    "  \"intermediate_size\": 12288,\n"
+    "  \"kv_lora_rank\": 512,\n"
+    "  \"max_position_embeddings\": 202752,\n"
+    "  \"model_type\": \"glm_moe_dsa\",\n"
+    "  \"moe_intermediate_size\": 2048,\n"
+    "  \"moe_layer_freq\": 1,\n"
+    "  \"n_group\": 1,\n"
+    "  \"n_routed_experts\": 256,\n"
+    "  \"n_shared_experts\": 1,\n"
+    "  \"norm_topk_prob\": true,\n"
+    "  \"num_attention_heads\": 64,\n"
+    "  \"num_experts_per_tok\": 8,\n"
+    "  \"num_hidden_layers\": 78,\n"
+    "  \"num_key_value_heads\": 64,\n"
+    "  \"num_nextn_predict_layers\": 1,\n"
+    "  \"q_lora_rank\": 2048,\n"
+    "  \"qk_nope_head_dim\": 192,\n"
+    "  \"qk_rope_head_dim\": 64,\n"
+    "  \"quantization_config\": {\n"
+    "    \"activation_scheme\": \"dynamic\",\n"
+    "    \"fmt\": \"e4m3\",\n"
+    "    \"quant_method\": \"fp8\",\n"
+    "    \"weight_block_size\": [128, 128]\n"
+    "  },\n"
+    "  \"rms_norm_eps\": 1e-05,\n"
+    "  \"rope_parameters\": {\"rope_theta\": 1000000, \"rope_type\": \"default\"},\n"
+    "  \"routed_scaling_factor\": 2.5,\n"
+    "  \"scoring_func\": \"sigmoid\",\n"
+    "  \"tie_word_embeddings\": false,\n"
+    "  \"topk_group\": 1,\n"
+    "  \"topk_method\": \"noaux_tc\",\n"
+    "  \"torch_dtype\": \"bfloat16\",\n"
+    "  \"use_cache\": true,\n"
+    "  \"v_head_dim\": 256,\n"
+    "  \"vocab_size\": 154880\n"
+    "}\n";
+
+/* DSA at test size: index_topk far below the test sequence lengths, so the indexer's
+ * choice changes the logits. Odd widths as in "tiny"; the indexer head (20) is wider
+ * than its rotated part (8) so the untouched dims are exercised. */
+static const char preset_deepseek_v32_tiny[] =
+    "{\n"
+    "  \"architectures\": [\"DeepseekV32ForCausalLM\"],\n"
+    "  \"model_type\": \"deepseek_v32\",\n"
+    "  \"vocab_size\": 1000,\n"
+    "  \"hidden_size\": 160,\n"
+    "  \"intermediate_size\": 200,\n"
+    "  \"moe_intermediate_size\": 48,\n"
+    "  \"num_hidden_layers\": 3,\n"
+    "  \"first_k_dense_replace\": 1,\n"
+    "  \"moe_layer_freq\": 1,\n"
+    "  \"num_attention_heads\": 4,\n"
+    "  \"num_key_value_heads\": 4,\n"
+    "  \"q_lora_rank\": 48,\n"
+    "  \"kv_lora_rank\": 24,\n"
+    "  \"qk_nope_head_dim\": 16,\n"
+    "  \"qk_rope_head_dim\": 8,\n"
+    "  \"v_head_dim\": 16,\n"
+    "  \"index_n_heads\": 6,\n"
+    "  \"index_head_dim\": 20,\n"
+    "  \"index_topk\": 5,\n"
+    "  \"n_routed_experts\": 16,\n"
+    "  \"n_shared_experts\": 1,\n"
+    "  \"num_experts_per_tok\": 4,\n"
+    "  \"n_group\": 4,\n"
+    "  \"topk_group\": 2,\n"
+    "  \"topk_method\": \"noaux_tc\",\n"
+    "  \"scoring_func\": \"sigmoid\",\n"
+    "  \"routed_scaling_factor\": 2.5,\n"
+    "  \"norm_topk_prob\": true,\n"
+    "  \"hidden_act\": \"silu\",\n"
+    "  \"rms_norm_eps\": 1e-06,\n"
+    "  \"rope_theta\": 10000.0,\n"
+    "  \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0,"
+    " \"original_max_position_embeddings\": 64, \"beta_fast\": 32, \"beta_slow\": 1,"
+    " \"mscale\": 1.0, \"mscale_all_dim\": 1.0},\n"
+    "  \"max_position_embeddings\": 256,\n"
+    "  \"num_nextn_predict_layers\": 1,\n"
+    "  \"bos_token_id\": 0,\n"
+    "  \"eos_token_id\": 1,\n"
+    "  \"tie_word_embeddings\": false,\n"
+    "  \"torch_dtype\": \"bfloat16\"\n"
+    "}\n";
+
+/* GLM-5 at test size: v_head wider than qk_nope as in GLM-5, one expert group, default
+ * RoPE, and a GLM-5.1-style indexer_types schedule so shared layers are exercised. */
+static const char preset_glm5_tiny[] =
+    "{\n"
+    "  \"architectures\": [\"GlmMoeDsaForCausalLM\"],\n"
+    "  \"model_type\": \"glm_moe_dsa\",\n"
+    "  \"vocab_size\": 1000,\n"
+    "  \"hidden_size\": 144,\n"
+    "  \"intermediate_size\": 176,\n"
+    "  \"moe_intermediate_size\": 40,\n"
+    "  \"num_hidden_layers\": 4,\n"
+    "  \"first_k_dense_replace\": 1,\n"
+    "  \"moe_layer_freq\": 1,\n"
+    "  \"num_attention_heads\": 4,\n"
+    "  \"num_key_value_heads\": 4,\n"
+    "  \"q_lora_rank\": 40,\n"
+    "  \"kv_lora_rank\": 28,\n"
+    "  \"qk_nope_head_dim\": 24,\n"
+    "  \"qk_rope_head_dim\": 8,\n"
+    "  \"v_head_dim\": 32,\n"
+    "  \"index_n_heads\": 4,\n"
+    "  \"index_head_dim\": 16,\n"
+    "  \"index_topk\": 6,\n"
+    "  \"indexer_types\": [\"full\", \"shared\", \"full\", \"shared\"],\n"
+    "  \"n_routed_experts\": 8,\n"
+    "  \"n_shared_experts\": 1,\n"
+    "  \"num_experts_per_tok\": 2,\n"
+    "  \"n_group\": 1,\n"
+    "  \"topk_group\": 1,\n"
+    "  \"topk_method\": \"noaux_tc\",\n"
+    "  \"scoring_func\": \"sigmoid\",\n"
+    "  \"routed_scaling_factor\": 2.5,\n"
+    "  \"norm_topk_prob\": true,\n"
+    "  \"hidden_act\": \"silu\",\n"
+    "  \"rms_norm_eps\": 1e-05,\n"
+    "  \"rope_parameters\": {\"rope_theta\": 10000, \"rope_type\": \"default\"},\n"
+    "  \"max_position_embeddings\": 256,\n"
+    "  \"num_nextn_predict_layers\": 1,\n"
+    "  \"bos_token_id\": 0,\n"
+    "  \"eos_token_id\": [1, 2],\n"
+    "  \"tie_word_embeddings\": false,\n"
+    "  \"torch_dtype\": \"bfloat16\"\n"
+    "}\n";
+
 /* moonshotai/Kimi-K2.5 (ARCH.md 2.3): the vision-language wrapper around a
  * DeepseekV3 text model. Routed experts are compressed-tensors INT4 as released
  * (ARCH.md 7.3; the same quantization_config in text_config and at the top level),
@@ -351,6 +564,10 @@ static const struct {
     {"moonlight", preset_moonlight},
     {"deepseek-v3", preset_deepseek_v3},
     {"kimi-k2.5", preset_kimi_k25},
+    {"deepseek-v3.2", preset_deepseek_v32},
+    {"glm-5", preset_glm5},
+    {"deepseek-v3.2-tiny", preset_deepseek_v32_tiny},
+    {"glm-5-tiny", preset_glm5_tiny},
 };
 #define N_PRESETS (sizeof presets / sizeof presets[0])
 
@@ -364,8 +581,8 @@ fr_status fr_synth_preset_json(const char *preset, char **json, fr_error *err) {
         }
     }
     return fr_fail(err, FR_ERR_INVALID,
-                   "synth: unknown preset '%s' (presets: tiny, moonlight, deepseek-v3, kimi-k2.5;"
-                   " or a path to a config .json)",
+                   "synth: unknown preset '%s' (presets: tiny, moonlight, deepseek-v3, kimi-k2.5,"
+                   " deepseek-v3.2, glm-5, deepseek-v3.2-tiny, glm-5-tiny; or a path to a config .json)",
                    preset);
 }
 
@@ -492,6 +709,37 @@ static fr_status make_experts_mxfp4(cJSON *root, fr_error *err) {
     return set_quant_config(root, qc, err);
 }
 
+/* A DSA config's per-layer indexer schedule follows a --layers override: cut to the
+ * new count, or extended with "full" layers (every layer keeps a valid source). */
+static fr_status resize_indexer_types(cJSON *text, int layers, fr_error *err) {
+    cJSON *types = cJSON_GetObjectItemCaseSensitive(text, "indexer_types");
+    if (cJSON_IsArray(types)) {
+        while (cJSON_GetArraySize(types) > layers) cJSON_DeleteItemFromArray(types, cJSON_GetArraySize(types) - 1);
+        while (cJSON_GetArraySize(types) < layers) {
+            cJSON *f = cJSON_CreateString("full");
+            if (!f || !cJSON_AddItemToArray(types, f)) {
+                cJSON_Delete(f);
+                return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+            }
+        }
+    }
+    cJSON *pat = cJSON_GetObjectItemCaseSensitive(text, "index_topk_pattern");
+    if (cJSON_IsString(pat)) {
+        size_t n = strlen(pat->valuestring);
+        char *v = malloc((size_t)layers + 1);
+        if (!v) return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+        for (int l = 0; l < layers; l++) v[l] = (size_t)l < n ? pat->valuestring[l] : 'F';
+        v[layers] = 0;
+        cJSON *str = cJSON_CreateString(v);
+        free(v);
+        if (!str || !cJSON_ReplaceItemInObjectCaseSensitive(text, "index_topk_pattern", str)) {
+            cJSON_Delete(str);
+            return fr_fail(err, FR_ERR_NOMEM, "synth: out of memory");
+        }
+    }
+    return FR_OK;
+}
+
 /* Apply opts to a parsed config in place. Idempotent: applying it twice is the
  * same as once, so write/memory can re-apply it to already edited text. */
 static fr_status edit_config(cJSON *root, const fr_synth_opts *opts, fr_error *err) {
@@ -503,6 +751,7 @@ static fr_status edit_config(cJSON *root, const fr_synth_opts *opts, fr_error *e
         if (fkd > opts->layers &&
             (rc = json_set_int(text, "first_k_dense_replace", opts->layers, err)))
             return rc;
+        if ((rc = resize_indexer_types(text, opts->layers, err))) return rc;
     }
     if (opts->experts > 0) {
         int64_t e = opts->experts;
@@ -907,6 +1156,19 @@ static fr_status add_layer(synth_plan *p, const fr_config *c, int l, fr_error *e
                    err));
     TRY(add_linear(p, shard, NAME("%sself_attn.o_proj.weight", pre), d, h * c->v_head_dim, 0.5f,
                    FR_QGROUP_ATTENTION, err));
+    if (fr_config_layer_has_indexer(c, l)) {
+        /* DSA indexer (ARCH 3.2 / 3.4): wq_b and wk in the attention group's format, the
+         * LayerNorm and weights_proj unquantized. */
+        const int64_t hi = c->dsa.n_heads, di = c->dsa.head_dim;
+        TRY(add_linear(p, shard, NAME("%sself_attn.indexer.wq_b.weight", pre), hi * di, c->q_lora_rank, 1.0f,
+                       FR_QGROUP_ATTENTION, err));
+        TRY(add_linear(p, shard, NAME("%sself_attn.indexer.wk.weight", pre), di, d, 1.0f, FR_QGROUP_ATTENTION,
+                       err));
+        TRY(add_norm(p, shard, NAME("%sself_attn.indexer.k_norm.weight", pre), di, err));
+        TRY(add_vec(p, shard, NAME("%sself_attn.indexer.k_norm.bias", pre), di, FR_DTYPE_BF16, 0.0f, 0.1f, err));
+        TRY(add_matrix(p, shard, NAME("%sself_attn.indexer.weights_proj.weight", pre), nm, hi, d,
+                       1.0f / sqrtf((float)d), -1, err));
+    }
     TRY(add_norm(p, shard, NAME("%spost_attention_layernorm.weight", pre), d, err));
 
     if (c->n_routed_experts > 0 && fr_config_layer_is_moe(c, l)) {

@@ -2,7 +2,8 @@
  *
  * `frontier synth` writes config.json, generation_config.json and safetensors
  * (one tensor per expert; FP8-E4M3 with 128x128 `weight_scale_inv` blocks when
- * asked; each module group in the format the config's quantization_config names,
+ * asked; DSA indexer weights on the layers that run an indexer;
+ * each module group in the format the config's quantization_config names,
  * so compressed-tensors INT4 experts for kimi-k2.5 as released and MXFP4 under a
  * "frontier" config; MTP layers when the config has num_nextn_predict_layers), deterministic
  * by seed. Weights are scaled so activations stay in a realistic range and the
@@ -26,7 +27,8 @@ typedef struct {
     bool single_file; /* one model.safetensors instead of shards + index.json */
 } fr_synth_opts;
 
-/* Config JSON text of a preset: "tiny", "moonlight", "deepseek-v3", "kimi-k2.5".
+/* Config JSON text of a preset: "tiny", "moonlight", "deepseek-v3", "kimi-k2.5",
+ * "deepseek-v3.2", "glm-5", and the DSA test sizes "deepseek-v3.2-tiny", "glm-5-tiny".
  * Caller frees *json. FR_ERR_INVALID for an unknown name (message lists presets). */
 fr_status fr_synth_preset_json(const char *preset, char **json, fr_error *err);
 

@@ -17,8 +17,12 @@ e FP8 with weight_block_size [16, 32] and odd dims (hidden 40, kv_lora 24, ...);
 shrunk when the preset would write more than 256 MiB: at real widths it is ~6 GiB); g the other
 rope spelling (rope_parameters); h --single-file; i YaRN without mscale_all_dim; j MXFP4 routed
 experts with FP8 blocks elsewhere (a "frontier" quantization_config; expert and dense widths
-widened to multiples of 32). Prints a table; the last line is "N passed, M failed"; exits 1 on any
-failure. tests/quant/test_quant.py covers `frontier quantize` and load-time conversion.
+widened to multiples of 32); DSA (sparse attention, index_topk 5-6 so that most of the 16 positions
+attend to a strict subset): k deepseek-v3.2-tiny (half-split indexer RoPE, YaRN); l the same with
+FP8 [16, 32] ue8m0 blocks (indexer wq_b/wk FP8 too); m glm-5-tiny (interleaved indexer RoPE,
+indexer_types with shared layers, v_head wider than qk_nope); n glm-5-tiny --fp8-blocks with the
+schedule from index_topk_freq / index_skip_topk_offset instead of a list. Prints a table; the last
+line is "N passed, M failed"; exits 1 on any failure. tests/quant/test_quant.py covers `frontier quantize` and load-time conversion.
 """
 import argparse
 import copy
@@ -245,20 +249,45 @@ def build_variants(frontier, workdir):
                                                                           "shared_experts": "fp8", "experts": "mxfp4"}}
         return from_cfg("j_mxfp4_experts_fp8", c, ["--seed", "19"])
 
+    def v_k():
+        return synth("k_dsv32_tiny", "deepseek-v3.2-tiny", ["--seed", "20"])
+
+    def v_l():
+        c = preset_config(frontier, "deepseek-v3.2-tiny", workdir, [])
+        c["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                    "scale_fmt": "ue8m0", "weight_block_size": [16, 32]}
+        return from_cfg("l_dsv32_fp8_16x32", c, ["--seed", "21"])
+
+    def v_m():
+        return synth("m_glm5_tiny", "glm-5-tiny", ["--seed", "22"])
+
+    def v_n():
+        # GLM-5.1 IndexShare by rule: full iff max(l - offset + 1, 0) % freq == 0 -> 0, 2, 4 full
+        c = preset_config(frontier, "glm-5-tiny", workdir, ["--layers", "5"])
+        del c["indexer_types"]
+        c["index_topk_freq"], c["index_skip_topk_offset"] = 2, 1
+        return from_cfg("n_glm5_freq_fp8", c, ["--seed", "23", "--fp8-blocks"])
+
     return [("a_tiny", v_a), ("b_no_q_lora", v_b), ("c_group1_norope_tied", v_c),
             ("d_tiny_fp8_128", v_d), ("e_fp8_16x32_odd", v_e), ("f_kimi_k25", v_f),
             ("g_rope_parameters", v_g), ("h_single_file", v_h), ("i_yarn_no_mscale_all_dim", v_i),
-            ("j_mxfp4_experts_fp8", v_j)]
+            ("j_mxfp4_experts_fp8", v_j), ("k_dsv32_tiny", v_k), ("l_dsv32_fp8_16x32", v_l),
+            ("m_glm5_tiny", v_m), ("n_glm5_freq_fp8", v_n)]
 
 
 def describe(m):
     c = m.cfg
     dts = sorted({m.st.dtype(n) for n in m.st.entries})
     rope = "yarn f=%g" % c.yarn["factor"] if c.yarn else "default"
+    dsa = ""
+    if c.dsa:
+        sched = "".join("F" if f else "S" for f in c.index_full)
+        dsa = (f" DSA {c.index_n_heads}x{c.index_head_dim} top{c.index_topk} "
+               f"{'interleaved' if c.index_rope_interleaved else 'half-split'} {sched}")
     return (f"{c.arch.replace('ForCausalLM', '').replace('ForConditionalGeneration', '')}/{c.model_type} "
             f"L{c.num_hidden_layers} D{c.hidden_size} H{c.num_heads} q_lora={c.q_lora_rank} "
             f"E{c.n_routed_experts}/k{c.num_experts_per_tok}/g{c.n_group}:{c.topk_group} rope={rope} "
-            f"tied={c.tie_word_embeddings} block={c.block} {','.join(dts)} [{m.st.layout}]")
+            f"tied={c.tie_word_embeddings} block={c.block}{dsa} {','.join(dts)} [{m.st.layout}]")
 
 
 def check_variant(frontier, workdir, name, make, rows, seed):

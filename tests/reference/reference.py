@@ -6,15 +6,18 @@ the C engine. Everything is computed in float64 from the checkpoint's stored val
 exactly widened, FP8 E4M3 decoded and multiplied by its block scale). Activations are never
 quantized: this is the exact math the engine approximates.
 
-Supported: DeepseekV3ForCausalLM (model_type deepseek_v3 / kimi_k2) and the text model of
-KimiK25ForConditionalGeneration (fields in "text_config", tensors under "language_model.").
+Supported: DeepseekV3ForCausalLM (model_type deepseek_v3 / kimi_k2), the text model of
+KimiK25ForConditionalGeneration (fields in "text_config", tensors under "language_model."), and
+the DSA (DeepSeek Sparse Attention, ARCH §5) families DeepseekV32ForCausalLM (deepseek_v32) and
+GlmMoeDsaForCausalLM (glm_moe_dsa, GLM-5, with its per-layer full/shared indexer schedule).
 MLA with or without q_lora, dense + noaux_tc sigmoid MoE with groups and shared experts, default
 or YaRN RoPE (interleaved pairs), FP8 E4M3 block scaling (ARCH §7.2), and 4-bit linear weights:
 OCP MXFP4 (`X.weight_blocks` + `X.weight_scales`, ARCH §7.4) under frontier's
 quantization_config {"quant_method": "frontier", "format_by_group": {...}}, and compressed-tensors
 pack-quantized INT4 (`X.weight_packed` + `_scale` + `_shape`, ARCH §7.3) for routed experts.
-Anything else fails loudly (ReferenceError): DSA indexers, GLM-4.x GQA, other quantization
-methods, softmax routing, ... MTP layers (index >= num_hidden_layers) are ignored.
+Anything else fails loudly (ReferenceError): DSA fields on a dense-attention architecture,
+GLM-4.x GQA, other quantization methods, softmax routing, ... MTP layers (index >=
+num_hidden_layers) are ignored.
 
 Module use:
     m = Model("path/to/checkpoint")
@@ -295,7 +298,7 @@ class Config:
                 raise ReferenceError(f"{path}: KimiK25ForConditionalGeneration without text_config")
             self.prefix = "language_model."
             quant = c.get("quantization_config") or top.get("quantization_config")
-        elif arch == "DeepseekV3ForCausalLM":
+        elif arch in ("DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM", "GlmMoeDsaForCausalLM"):
             c = top
             self.prefix = ""
             quant = c.get("quantization_config")
@@ -303,9 +306,12 @@ class Config:
             raise ReferenceError(f"{path}: unsupported architectures {archs}")
         self.arch = arch
         mt = c.get("model_type")
-        if mt not in ("deepseek_v3", "kimi_k2"):
-            raise ReferenceError(f"{path}: unsupported text model_type {mt!r}")
+        want_mt = {"DeepseekV32ForCausalLM": ("deepseek_v32",), "GlmMoeDsaForCausalLM": ("glm_moe_dsa",)}
+        if mt not in want_mt.get(arch, ("deepseek_v3", "kimi_k2")):
+            raise ReferenceError(f"{path}: unsupported text model_type {mt!r} for {arch}")
         self.model_type = mt
+        # ARCH §2.2 / §5: the architecture (with its model_type) marks DSA.
+        self.dsa = arch in want_mt
         self.raw = c
 
         def req(k):
@@ -313,10 +319,12 @@ class Config:
                 raise ReferenceError(f"{path}: required field {k} missing")
             return c[k]
 
-        # Things this reference does not implement: refuse loudly.
-        for k in ("index_topk", "index_n_heads", "index_head_dim"):
-            if k in c:
-                raise ReferenceError(f"{path}: DSA indexer field {k} present (not supported)")
+        # Things this reference does not implement: refuse loudly. DSA fields belong to the
+        # DSA architectures only.
+        if not self.dsa:
+            for k in ("index_topk", "index_n_heads", "index_head_dim", "indexer_types"):
+                if k in c:
+                    raise ReferenceError(f"{path}: DSA indexer field {k} on {arch} (not a DSA architecture)")
         if c.get("scoring_func", "sigmoid") != "sigmoid":
             raise ReferenceError(f"{path}: scoring_func {c.get('scoring_func')} (only sigmoid)")
         if c.get("topk_method", "noaux_tc") != "noaux_tc":
@@ -409,6 +417,50 @@ class Config:
                                      "(fp8, compressed-tensors, frontier)")
 
         self._parse_rope(c, path)
+        self._parse_dsa(c, path)
+
+    def _parse_dsa(self, c, path):
+        """ARCH §2.2, §2.4, §5: indexer sizes, its RoPE layout and which layers run their own
+        indexer ("full") or reuse the nearest earlier full layer's selection ("shared")."""
+        n = self.num_hidden_layers
+        self.index_full = [False] * n
+        if not self.dsa:
+            return
+        for k in ("index_n_heads", "index_head_dim", "index_topk"):
+            if not isinstance(c.get(k), int) or c[k] < 1:
+                raise ReferenceError(f"{path}: DSA needs a positive integer {k}")
+        self.index_n_heads = c["index_n_heads"]
+        self.index_head_dim = c["index_head_dim"]
+        self.index_topk = c["index_topk"]
+        if self.index_head_dim < self.qk_rope:
+            raise ReferenceError(f"{path}: index_head_dim {self.index_head_dim} < qk_rope_head_dim {self.qk_rope}")
+        if not self.q_lora_rank:
+            raise ReferenceError(f"{path}: DSA indexer queries come from the q latent: q_lora_rank needed")
+        # ARCH §4.9: DeepSeek-V3.2's indexer RoPE is half-split, GLM-5's is interleaved.
+        self.index_rope_interleaved = bool(c.get("indexer_rope_interleave", self.model_type == "glm_moe_dsa"))
+        types = c.get("indexer_types")
+        pattern = c.get("index_topk_pattern")
+        if types is not None:
+            if not isinstance(types, list) or any(t not in ("full", "shared") for t in types):
+                raise ReferenceError(f"{path}: indexer_types must list 'full' / 'shared'")
+            kinds = [t == "full" for t in types]
+        elif pattern is not None:
+            if not isinstance(pattern, str) or any(ch not in "FS" for ch in pattern):
+                raise ReferenceError(f"{path}: index_topk_pattern must be a string of F / S")
+            kinds = [ch == "F" for ch in pattern]
+        else:
+            # ARCH §2.4: full iff max(i - offset + 1, 0) mod freq == 0 (freq 1: every layer)
+            freq = int(c.get("index_topk_freq") or 1)
+            off = int(c.get("index_skip_topk_offset") or 0)
+            kinds = [max(i - off + 1, 0) % freq == 0 for i in range(n)]
+        n_mtp = int(c.get("num_nextn_predict_layers") or 0)
+        if len(kinds) not in (n, n + n_mtp):
+            raise ReferenceError(f"{path}: indexer schedule has {len(kinds)} entries for {n} layers")
+        if not all(kinds[n:]):
+            raise ReferenceError(f"{path}: shared MTP indexer layers are not supported")
+        if not kinds[0]:
+            raise ReferenceError(f"{path}: layer 0 is 'shared' but no earlier layer has an indexer")
+        self.index_full = kinds[:n]
 
     def _fp8_block(self, quant, path):
         if quant.get("fmt", "e4m3") != "e4m3":
@@ -534,6 +586,25 @@ def rope_interleaved(x, pos, inv_freq, att_factor):
     return y
 
 
+def rope_half_split(x, pos, inv_freq, att_factor):
+    """ARCH §4.9 (non-interleaved, "NeoX"): with half = d/2, rotate pairs (x[i], x[i+half]) by
+    angle pos*inv_freq[i]. x: [n, ..., d]; pos: [n]."""
+    half = x.shape[-1] // 2
+    ang = pos.astype(np.float64)[:, None] * inv_freq[None, :]
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (ang.shape[1],)
+    cos = (np.cos(ang) * att_factor).reshape(shape)
+    sin = (np.sin(ang) * att_factor).reshape(shape)
+    a, b = x[..., :half], x[..., half:]
+    return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
+
+
+def layer_norm(x, w, b, eps):
+    # ARCH §4.2: the indexer's k_norm is a LayerNorm with weight and bias
+    mu = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
 def softmax_last(s):
     m = np.max(s, axis=-1, keepdims=True)
     e = np.exp(s - m)
@@ -573,11 +644,13 @@ def route_noaux_tc(x, wg, bias, cfg):
 # ---------------------------------------------------------------------------------------------
 
 class Cache:
-    """Per-layer MLA latent cache (ARCH §4.6): normalized c_kv [t, r_kv] and RoPE'd k_pe [t, d_r]."""
+    """Per-layer MLA latent cache (ARCH §4.6): normalized c_kv [t, r_kv] and RoPE'd k_pe [t, d_r];
+    for DSA also the indexer keys [t, D_I] (LayerNorm'd, RoPE'd) of the layers with an indexer."""
 
-    def __init__(self, n_layers, r_kv, d_r, start=0):
+    def __init__(self, n_layers, r_kv, d_r, start=0, d_index=0):
         self.ckv = [np.zeros((0, r_kv)) for _ in range(n_layers)]
         self.kpe = [np.zeros((0, d_r)) for _ in range(n_layers)]
+        self.kidx = [np.zeros((0, d_index)) for _ in range(n_layers)]
         self.start = start          # position of the first cached row (0 except in self-tests)
         self.length = start         # position of the next token
 
@@ -649,6 +722,15 @@ class Model:
             lw["w_uk"] = w3[:, :dn, :]
             lw["w_uv"] = w3[:, dn:, :]
             lw["wo"] = get(a + "o_proj.weight", [D, H * dv], "attention")
+            lw["indexer"] = cfg.dsa and cfg.index_full[L]
+            if lw["indexer"]:
+                # ARCH §3.2 / §3.4 (shapes), §7.2 (weights_proj never quantized)
+                HI, DI, i = cfg.index_n_heads, cfg.index_head_dim, a + "indexer."
+                lw["idx_wq"] = get(i + "wq_b.weight", [HI * DI, cfg.q_lora_rank], "attention")
+                lw["idx_wk"] = get(i + "wk.weight", [DI, D], "attention")
+                lw["idx_norm_w"] = get(i + "k_norm.weight", [DI])
+                lw["idx_norm_b"] = get(i + "k_norm.bias", [DI])
+                lw["idx_ww"] = get(i + "weights_proj.weight", [HI, D])
             m = q + "mlp."
             if cfg.is_moe_layer(L):
                 E, I = cfg.n_routed_experts, cfg.moe_intermediate_size
@@ -693,9 +775,40 @@ class Model:
 
     # -- blocks ---------------------------------------------------------------------------------
 
-    def _attention(self, lw, x, pos, cache, layer, form):
+    def _indexer(self, lw, x, cq, pos, cache, layer):
+        """DSA lightning indexer (ARCH §5) for new rows x [n, D] (attention-normed hidden) with q
+        latents cq [n, r_q]: appends their keys to the layer's indexer cache and returns the
+        selection [n, t] (bool) over all cached rows: for each query the top min(K, visible)
+        visible keys by I(t, s) = sum_h w_h(t) * D_I^-1/2 * ReLU(q_h(t) . k(s)); ties go to the
+        earlier key."""
+        cfg = self.cfg
+        n = x.shape[0]
+        HI, DI, dr, K = cfg.index_n_heads, cfg.index_head_dim, cfg.qk_rope, cfg.index_topk
+        rope = rope_interleaved if cfg.index_rope_interleaved else rope_half_split
+        q = (cq @ lw["idx_wq"].T).reshape(n, HI, DI)                     # heads are [rope | nope]
+        q = np.concatenate([rope(q[:, :, :dr], pos, self.inv_freq, self.att_factor), q[:, :, dr:]], axis=-1)
+        k = layer_norm(x @ lw["idx_wk"].T, lw["idx_norm_w"], lw["idx_norm_b"], 1e-6)   # one key per token
+        k = np.concatenate([rope(k[:, :dr], pos, self.inv_freq, self.att_factor), k[:, dr:]], axis=-1)
+        keys = np.concatenate([cache.kidx[layer], k], axis=0)
+        cache.kidx[layer] = keys
+        w = (x @ lw["idx_ww"].T) * HI ** -0.5                           # [n, H_I]
+        relu = np.maximum(np.einsum("nhd,td->nht", q, keys) * DI ** -0.5, 0.0)
+        score = np.einsum("nh,nht->nt", w, relu)
+        t = keys.shape[0]
+        visible = (cache.start + np.arange(t))[None, :] <= pos[:, None]  # causal
+        score = np.where(visible, score, -np.inf)
+        order = np.argsort(-score, axis=-1, kind="stable")               # stable: earlier key first
+        sel = np.zeros((n, t), dtype=bool)
+        for i in range(n):
+            take = min(K, int(visible[i].sum()))
+            sel[i, order[i, :take]] = True
+        return sel
+
+    def _attention(self, lw, x, pos, cache, layer, form, sel=None):
         """MLA for new rows x [n, D] at absolute positions pos [n]; appends to the latent cache and
-        attends causally over cache + new rows. form 'naive' = ARCH §4.5, 'absorbed' = ARCH §4.6."""
+        attends causally over cache + new rows. form 'naive' = ARCH §4.5, 'absorbed' = ARCH §4.6.
+        DSA: a layer with an indexer computes its own selection; a shared layer attends with
+        `sel`, the selection of the nearest earlier full layer (ARCH §0). Returns (out, sel)."""
         cfg = self.cfg
         n = x.shape[0]
         H, dn, dr, dv, rkv = cfg.num_heads, cfg.qk_nope, cfg.qk_rope, cfg.v_head, cfg.kv_lora_rank
@@ -705,6 +818,8 @@ class Model:
             q = cq @ lw["wqb"].T
         else:
             q = x @ lw["wq"].T
+        if lw["indexer"]:
+            sel = self._indexer(lw, x, cq, pos, cache, layer)
         q = q.reshape(n, H, dn + dr)                                     # per head [nope | rope]
         q_nope = q[:, :, :dn]
         q_pe = rope_interleaved(q[:, :, dn:], pos, self.inv_freq, self.att_factor)
@@ -718,6 +833,11 @@ class Model:
         key_pos = cache.start + np.arange(t)
         # causal: row i (position pos[i]) sees keys s <= pos[i]
         mask = key_pos[None, :] > pos[:, None]                           # [n, t]
+        if self.cfg.dsa:
+            # ARCH §5: MLA restricted to the selected keys, every other key gets -inf
+            if sel is None or sel.shape != mask.shape:
+                raise ReferenceError(f"layer {layer}: shared DSA layer without a selection")
+            mask = ~sel
         rope_scores = np.einsum("nhd,td->hnt", q_pe, kpe)
         if form == "naive":
             kvb = (ckv @ lw["wkvb"].T).reshape(t, H, dn + dv)
@@ -735,7 +855,7 @@ class Model:
             o = np.einsum("nhr,hdr->nhd", o_lat, lw["w_uv"])             # W_UV o_lat
         else:
             raise ValueError(form)
-        return o.reshape(n, H * dv) @ lw["wo"].T
+        return o.reshape(n, H * dv) @ lw["wo"].T, sel
 
     def _moe(self, lw, x):
         cfg = self.cfg
@@ -759,9 +879,11 @@ class Model:
             raise ReferenceError(f"token id out of range [0, {cfg.vocab_size})")
         pos = np.arange(cache.length, cache.length + ids.size)
         x = self.embed[ids]
+        sel = None                                                       # DSA selection of the last full layer
         for L, lw in enumerate(self.layers):                             # ARCH §4.1 pre-norm blocks
             h = rms_norm(x, lw["in_norm"], cfg.rms_norm_eps)
-            x = x + self._attention(lw, h, pos, cache, L, form)
+            a, sel = self._attention(lw, h, pos, cache, L, form, sel)
+            x = x + a
             h = rms_norm(x, lw["post_norm"], cfg.rms_norm_eps)
             x = x + (self._moe(lw, h) if lw["moe"] else swiglu(h, *lw["mlp"]))
         cache.length += ids.size
@@ -769,7 +891,8 @@ class Model:
         return x @ self.lm_head.T
 
     def new_cache(self, start=0):
-        return Cache(len(self.layers), self.cfg.kv_lora_rank, self.cfg.qk_rope, start)
+        return Cache(len(self.layers), self.cfg.kv_lora_rank, self.cfg.qk_rope, start,
+                     getattr(self.cfg, "index_head_dim", 0))
 
     def logits(self, ids, form="naive", decode_from=None):
         """Logits [n, vocab] for ids at positions 0..n-1. Positions < decode_from in one forward,
@@ -922,19 +1045,79 @@ def selftest(dirs):
                 et = rel_err_rows(mt.logits(ids), ref).max()
                 _check(et < 1e-12, f"{name}: dequant equals the F64 twin checkpoint ({et:.1e})", failures)
 
+        # DSA (ARCH §5). With index_topk >= the sequence every query keeps every visible key, so
+        # the logits must equal plain causal MLA; with the small index_topk they must not (the
+        # selection matters in these variants). The selection itself is checked against a
+        # per-element evaluation of I(t, s).
+        for name, d, _ in variants:
+            m = Model(d)
+            if not m.cfg.dsa:
+                continue
+            rng = np.random.default_rng(11)
+            ids = list(rng.integers(0, m.cfg.vocab_size, size=13))
+            sparse = m.logits(ids)
+            K = m.cfg.index_topk
+            m.cfg.index_topk = 10 ** 6
+            wide = m.logits(ids)
+            m.cfg.index_topk, m.cfg.dsa = K, False
+            dense = m.logits(ids)
+            m.cfg.dsa = True
+            e_wide = rel_err_rows(wide, dense).max()
+            e_sparse = rel_err_rows(sparse, dense)
+            _check(e_wide < 1e-12 and e_sparse[:K].max() < 1e-12 and e_sparse[K:].min() > 1e-3,
+                   f"{name}: index_topk >= length is dense ({e_wide:.1e}); topk {K} is dense for the first {K} "
+                   f"positions only ({e_sparse[:K].max():.1e} / {e_sparse[K:].min():.1e})", failures)
+            L = next(i for i, lw in enumerate(m.layers) if lw["indexer"])
+            lw, c = m.layers[L], m.cfg
+            x = rng.standard_normal((9, c.hidden_size))
+            cq = rng.standard_normal((9, c.q_lora_rank))
+            pos = np.arange(9)
+            sel = m._indexer(lw, x, cq, pos, m.new_cache(), L)
+            rope = rope_interleaved if c.index_rope_interleaved else rope_half_split
+            ok = True
+            keys = []
+            for t in range(9):
+                k = x[t] @ lw["idx_wk"].T
+                k = (k - k.mean()) / math.sqrt(((k - k.mean()) ** 2).mean() + 1e-6) * lw["idx_norm_w"] + lw["idx_norm_b"]
+                k[:c.qk_rope] = rope(k[None, :c.qk_rope], pos[t:t + 1], m.inv_freq, m.att_factor)[0]
+                keys.append(k)
+            for t in range(9):
+                score = []
+                for s_ in range(t + 1):
+                    tot = 0.0
+                    for h in range(c.index_n_heads):
+                        q = lw["idx_wq"][h * c.index_head_dim:(h + 1) * c.index_head_dim] @ cq[t]
+                        q[:c.qk_rope] = rope(q[None, :c.qk_rope], pos[t:t + 1], m.inv_freq, m.att_factor)[0]
+                        wgt = (lw["idx_ww"][h] @ x[t]) / math.sqrt(c.index_n_heads)
+                        tot += wgt * max(float(q @ keys[s_]) / math.sqrt(c.index_head_dim), 0.0)
+                    score.append((-tot, s_))
+                want = {s_ for _, s_ in sorted(score)[:min(c.index_topk, t + 1)]}
+                ok &= want == set(np.nonzero(sel[t])[0].tolist())
+            _check(ok, f"{name}: indexer selection equals a per-element evaluation of I(t, s)", failures)
+
+        # The two RoPE layouts are the same rotation on different lane orders (ARCH §4.9): the
+        # half-split rotation of the de-interleaved vector is the de-interleaved interleaved one.
+        xr = np.random.default_rng(5).standard_normal((4, 3, 8))
+        fr = 10000.0 ** (-np.arange(4) / 4.0)
+        pr = np.array([0, 3, 17, 250])
+        deint = lambda v: np.concatenate([v[..., 0::2], v[..., 1::2]], axis=-1)  # noqa: E731
+        _check(np.abs(rope_half_split(deint(xr), pr, fr, 1.0) - deint(rope_interleaved(xr, pr, fr, 1.0))).max() < 1e-14
+               and np.abs(rope_half_split(xr, pr, fr, 1.0) - xr).max() > 1e-3,
+               "half-split RoPE = interleaved RoPE on de-interleaved lanes", failures)
+
         # Unsupported or inconsistent inputs must be refused, not guessed at.
         fp8_dir = variants[2][1]
-        with open(os.path.join(fp8_dir, "config.json")) as fh:
-            good = json.load(fh)
+        dsa_dir = [d for n, d, _ in variants if n.startswith("GLM-5 DSA")][0]
 
-        def refused(edit, what):
-            bad = json.loads(json.dumps(good))
+        def refused(edit, what, src=fp8_dir):
+            with open(os.path.join(src, "config.json")) as fh:
+                bad = json.load(fh)
             edit(bad)
-            d = os.path.join(tmp, "refuse")
+            d = os.path.join(tmp, "refuse_" + os.path.basename(src))
             os.makedirs(d, exist_ok=True)
-            for fn in os.listdir(fp8_dir):
+            for fn in os.listdir(src):
                 if fn != "config.json" and not os.path.exists(os.path.join(d, fn)):
-                    os.symlink(os.path.join(fp8_dir, fn), os.path.join(d, fn))
+                    os.symlink(os.path.join(src, fn), os.path.join(d, fn))
             with open(os.path.join(d, "config.json"), "w") as fh:
                 json.dump(bad, fh)
             try:
@@ -962,6 +1145,15 @@ def selftest(dirs):
                 "layers beyond num_hidden_layers + num_nextn_predict_layers")
         refused(lambda c: c.update(hidden_size=48), "a tensor of the wrong shape")
         refused(lambda c: c["rope_parameters"].update(rope_type="longrope"), "rope type longrope")
+        refused(lambda c: c.update(indexer_types=["shared", "full", "full", "shared"]),
+                "a DSA schedule whose layer 0 is shared", dsa_dir)
+        refused(lambda c: c.update(indexer_types=["full", "shared", "shared", "shared"]),
+                "indexer tensors on a layer the schedule makes shared", dsa_dir)
+        refused(lambda c: c.update(indexer_types=["full", "full", "full", "shared"]),
+                "a full layer without indexer tensors", dsa_dir)
+        refused(lambda c: c.pop("index_topk"), "a DSA architecture without index_topk", dsa_dir)
+        refused(lambda c: c.update(model_type="deepseek_v3"), "GlmMoeDsaForCausalLM with model_type deepseek_v3",
+                dsa_dir)
 
     for d in dirs:
         m = Model(d)

@@ -3,7 +3,8 @@
 
 Independent of the engine's `frontier synth`: it exists so the reference's loader paths (sharding,
 FP8 E4M3 block scales with partial edge blocks, K2.5 prefixes and text_config, rope_parameters,
-q_proj, tied embeddings) are exercised even before the engine exists. The engine-vs-reference
+q_proj, tied embeddings, DSA indexers with full/shared layers) are exercised even before the engine
+exists. The engine-vs-reference
 drivers do not use it: they test on the engine's own `frontier synth` output.
 """
 import json
@@ -163,6 +164,9 @@ def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=
     if not c.get("tie_word_embeddings", False):
         w("lm_head.weight", [V, D], linear=False)
     E = c.get("n_routed_experts") or 0
+    # DSA (ARCH §3.2, §3.4): an indexer on every layer, or on the "full" ones of indexer_types
+    dsa = "index_topk" in c
+    full = c.get("indexer_types") or ["full"] * c["num_hidden_layers"]
     for L in range(c["num_hidden_layers"]):
         p = f"model.layers.{L}."
         norm(p + "input_layernorm.weight", D)
@@ -178,6 +182,13 @@ def random_checkpoint(out, config, seed=0, dtype="BF16", fp8_block=None, shards=
         norm(a + "kv_a_layernorm.weight", rkv)
         w(a + "kv_b_proj.weight", [H * (dn + dv), rkv])
         w(a + "o_proj.weight", [D, H * dv])
+        if dsa and full[L] == "full":
+            HI, DI = c["index_n_heads"], c["index_head_dim"]
+            w(a + "indexer.wq_b.weight", [HI * DI, rq])
+            w(a + "indexer.wk.weight", [DI, D])
+            norm(a + "indexer.k_norm.weight", DI)
+            f64[a + "indexer.k_norm.bias"] = 0.2 * rng.standard_normal(DI)
+            w(a + "indexer.weights_proj.weight", [HI, D], linear=False)
         m = p + "mlp."
         moe = E and L >= (c.get("first_k_dense_replace") or 0) and L % (c.get("moe_layer_freq") or 1) == 0
         if moe:
@@ -323,4 +334,21 @@ def selftest_variants(tmp):
     k25 = {"architectures": ["KimiK25ForConditionalGeneration"], "model_type": "kimi_k25", "text_config": text}
     random_checkpoint(d, k25, seed=6, twin=t, experts="int4")
     out.append(("K2.5 INT4 experts (compressed-tensors pack-quantized)", d, t))
+
+    # DSA: DeepSeek-V3.2 (half-split indexer RoPE) and GLM-5 (interleaved, v wider than nope,
+    # shared layers, FP8 indexer weights); index_topk well below the 13 test tokens
+    d = os.path.join(tmp, "v32")
+    cfg = base_config(architectures=["DeepseekV32ForCausalLM"], model_type="deepseek_v32",
+                      index_n_heads=3, index_head_dim=12, index_topk=4)
+    random_checkpoint(d, cfg, seed=8)
+    out.append(("DeepSeek-V3.2 DSA (half-split indexer RoPE, topk 4) BF16", d, None))
+    d, t = os.path.join(tmp, "glm5"), os.path.join(tmp, "glm5_twin")
+    cfg = base_config(architectures=["GlmMoeDsaForCausalLM"], model_type="glm_moe_dsa", num_hidden_layers=4,
+                      qk_nope_head_dim=12, v_head_dim=16, n_group=1, topk_group=1, rms_norm_eps=1e-5,
+                      index_n_heads=2, index_head_dim=10, index_topk=3,
+                      indexer_types=["full", "shared", "full", "shared"])
+    del cfg["rope_scaling"], cfg["rope_theta"]
+    cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": 1000.0}
+    random_checkpoint(d, cfg, seed=9, fp8_block=(16, 32), twin=t)
+    out.append(("GLM-5 DSA (interleaved indexer RoPE, shared layers, topk 3) FP8 [16,32]", d, t))
     return out

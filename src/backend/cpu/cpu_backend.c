@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "../backend.h"
+#include "cpu_dsa.h"
 #include "matmul.h"
 
 
@@ -307,6 +308,10 @@ static const fr_backend_ops cpu_ops = {
     .copy_rows = cpu_copy_rows,
     .to_host = cpu_to_host,
     .all_reduce = NULL,
+    .layernorm = fr_cpu_layernorm,
+    .rope_half = fr_cpu_rope_half,
+    .dsa_select = fr_cpu_dsa_select,
+    .mla_sparse_attention = fr_cpu_mla_sparse_attention,
 };
 
 fr_status fr_cpu_backend_create(int n_threads, fr_backend **out, fr_error *err) {
