@@ -6,7 +6,7 @@
 set -e
 cd "$(dirname "$0")/.."
 need=""
-for p in cmake make gcc libcjson-dev libpcre2-dev libutf8proc-dev python3-numpy libgomp1 git; do
+for p in cmake make gcc libcjson-dev libpcre2-dev libutf8proc-dev libevent-dev libcurl4-openssl-dev python3-numpy libgomp1 git; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need="$need $p"
 done
 command -v node >/dev/null 2>&1 || need="$need nodejs"

@@ -13,6 +13,8 @@ int fr_cmd_tokenize(int argc, char **argv);
 int fr_cmd_detokenize(int argc, char **argv);
 int fr_cmd_template(int argc, char **argv);
 int fr_cmd_quantize(int argc, char **argv);
+int fr_cmd_serve(int argc, char **argv);
+int fr_cmd_bench_serve(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -28,12 +30,14 @@ static const struct {
     {"detokenize", fr_cmd_detokenize, "token ids to text"},
     {"template", fr_cmd_template, "render chat messages through the checkpoint's chat template"},
     {"quantize", fr_cmd_quantize, "rewrite a checkpoint with 4-bit (MXFP4) experts"},
+    {"serve", fr_cmd_serve, "OpenAI-compatible HTTP server with continuous batching"},
+    {"bench-serve", fr_cmd_bench_serve, "load benchmark against a running server (TTFT, TPOT, ITL, tok/s)"},
 };
 
 static int usage(FILE *f) {
     fprintf(f, "usage: frontier COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nRun `frontier COMMAND` without arguments for its options.\n");
     return f == stdout ? 0 : 2;
 }
