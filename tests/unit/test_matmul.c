@@ -261,6 +261,42 @@ static void test_many_tokens(void) {
     }
 }
 
+/* Decode batches: a token's outputs must be bit-identical whether it is multiplied
+ * alone or with up to 15 others (the multi-token matvec forms every sum as the matvec
+ * does), so batching sequences never changes a sequence's numbers. */
+static void test_batch_invariance(void) {
+    static const int64_t shapes[][2] = {{7, 5}, {130, 257}, {33, 2048}};
+    for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int b = 0; b < 2; b++) {
+                if (b && dtypes[d] != FR_DTYPE_F8_E4M3) continue;
+                tmat m;
+                const int64_t R = shapes[s][0], K = shapes[s][1];
+                if (tmat_make(&m, dtypes[d], R, K, b ? 16 : 128, b ? 32 : 128, (int)s & 1) != 0) {
+                    CHECK_MSG(0, "out of memory");
+                    tmat_free(&m);
+                    continue;
+                }
+                float *x = rand_vec(16 * K), *y = malloc((size_t)(16 * R) * sizeof *y);
+                float *y1 = malloc((size_t)R * sizeof *y1);
+                int bad = 0;
+                for (int i = 0; i < n_isas; i++)
+                for (int64_t n = 2; n <= 16 && x && y && y1; n++) {
+                    fr_isa_set_limit(isas[i]);
+                    fr_cpu_matmul(y, x, n, &m.w);
+                    for (int64_t t = 0; t < n; t++) {
+                        fr_cpu_matmul(y1, x + t * K, 1, &m.w);
+                        bad += memcmp(y1, y + t * R, (size_t)R * sizeof *y1) != 0;
+                    }
+                }
+                fr_isa_set_limit(FR_ISA_AVX512);
+                CHECK_MSG(bad == 0 && x && y && y1, "%s %lldx%lld: %d token rows differ from n=1",
+                          fr_dtype_name(dtypes[d]), (long long)R, (long long)K, bad);
+                free(x), free(y), free(y1);
+                tmat_free(&m);
+            }
+}
+
 /* FP8 row slices starting mid-block: the scale rows must follow row0. The expected
  * values come from the full view's rows, not from the slice. */
 static void test_fp8_slices(void) {
@@ -729,6 +765,7 @@ int main(void) {
     test_fp8_codes();
     test_shapes();
     test_many_tokens();
+    test_batch_invariance();
     test_fp8_slices();
     test_q4_codes();
     test_q4_edge_scales();

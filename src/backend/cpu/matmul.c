@@ -371,6 +371,126 @@ static AI T512 void mv_range512_dt(fr_dtype dt, const fr_weight *w, const float 
     for (; r < r_end; r++) mv_group512(dt, 1, w, x, y, r);
 }
 
+/* A few tokens against the same rows: R <= 2 rows x NT <= 3 tokens (constants after inlining),
+ * each weight vector loaded and widened once for all NT tokens. Every (token, row)
+ * sum is formed in exactly mv_group512's order (the same chains a and b, the same
+ * segment totals, the same final reduction), so a token's outputs are bit-identical
+ * whether it runs alone (matvec) or with others: batching decode steps of several
+ * sequences does not change any sequence's numbers. */
+static AI T512 void mvn_group512(fr_dtype dt, int R, int NT, const fr_weight *w, const float *x, float *y,
+                                 int64_t r0) {
+    const bool f8 = dt == FR_DTYPE_F8_E4M3;
+    const int64_t K = w->cols, seg = seg_len(w), ldy = w->rows;
+    const uint8_t *wp[2];
+    const float *sp[2] = {0};
+    __m512 tot[2][3];
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++) {
+        wp[i] = row_ptr(w, r0 + i);
+        if (f8) sp[i] = scale_row(w, r0 + i);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) tot[i][t] = _mm512_setzero_ps();
+    }
+    for (int64_t c0 = 0, cb = 0; c0 < K; c0 += seg, cb++) {
+        const int64_t c1 = min64(c0 + seg, K);
+        __m512 a[2][3], b[2][3];
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 3
+            for (int t = 0; t < NT; t++) a[i][t] = b[i][t] = _mm512_setzero_ps();
+        int64_t c = c0;
+        for (; c + 32 <= c1; c += 32) {
+            /* both rows' weights widened first, so each x vector is loaded once */
+            __m512 w0[2], w1[2];
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                if (f8) ld512_f8x2(wp[i] + c, &w0[i], &w1[i]);
+                else w0[i] = ld512(dt, wp[i], c), w1[i] = ld512(dt, wp[i], c + 16);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                const __m512 x0 = _mm512_loadu_ps(x + t * K + c), x1 = _mm512_loadu_ps(x + t * K + c + 16);
+#pragma GCC unroll 2
+                for (int i = 0; i < R; i++) {
+                    if (f8) {
+                        a[i][t] = _mm512_fmadd_ps(w1[i], x1, _mm512_fmadd_ps(w0[i], x0, a[i][t]));
+                    } else {
+                        a[i][t] = _mm512_fmadd_ps(w0[i], x0, a[i][t]);
+                        b[i][t] = _mm512_fmadd_ps(w1[i], x1, b[i][t]);
+                    }
+                }
+            }
+        }
+        if (c + 16 <= c1) {
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                const __m512 wv = ld512(dt, wp[i], c);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) a[i][t] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + t * K + c), a[i][t]);
+            }
+            c += 16;
+        }
+        if (c < c1) {
+            const __mmask16 m = mask16(c1 - c);
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                const __m512 wv = ld512m(dt, wp[i], c, m);
+#pragma GCC unroll 4
+                for (int t = 0; t < NT; t++) {
+                    const __m512 xv = _mm512_maskz_loadu_ps(m, x + t * K + c);
+                    if (f8) a[i][t] = _mm512_fmadd_ps(wv, xv, a[i][t]);
+                    else b[i][t] = _mm512_fmadd_ps(wv, xv, b[i][t]);
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                if (f8) tot[i][t] = _mm512_fmadd_ps(a[i][t], _mm512_set1_ps(sp[i][cb]), tot[i][t]);
+                else tot[i][t] = _mm512_add_ps(tot[i][t], _mm512_add_ps(a[i][t], b[i][t]));
+            }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = _mm512_reduce_add_ps(tot[i][t]) * (f8 ? 256.0f : 1.0f);
+}
+
+/* Rows [r, r_end) for n tokens, in blocks of MVN_RB rows: within a block the token
+ * groups go outer and the row pairs inner, so a group's x (3 x K floats) stays in L1
+ * while the block's weights come from memory once and then from L2. */
+#define MVN_RB 16
+static AI T512 void mvn_range512_dt(fr_dtype dt, const fr_weight *w, const float *x, int64_t n, float *y, int64_t r0,
+                                    int64_t r_end) {
+    const int64_t K = w->cols, ldy = w->rows;
+    for (int64_t rb = r0; rb < r_end; rb += MVN_RB) {
+        const int64_t rb_end = min64(rb + MVN_RB, r_end);
+        for (int64_t t = 0; t < n; t += 3) {
+            /* three tokens: 2 x 3 x 3 accumulators plus the widened weights and x fill the
+             * 32 vector registers; four spill and run several times slower */
+            const int nt = (int)min64(3, n - t);
+            const float *xt = x + t * K;
+            float *yt = y + t * ldy;
+            for (int64_t r = rb; r < rb_end; r += 2) {
+                const bool two = r + 2 <= rb_end;
+                if (nt == 3) two ? mvn_group512(dt, 2, 3, w, xt, yt, r) : mvn_group512(dt, 1, 3, w, xt, yt, r);
+                else if (nt == 2) two ? mvn_group512(dt, 2, 2, w, xt, yt, r) : mvn_group512(dt, 1, 2, w, xt, yt, r);
+                else two ? mvn_group512(dt, 2, 1, w, xt, yt, r) : mvn_group512(dt, 1, 1, w, xt, yt, r);
+            }
+        }
+    }
+}
+
+static T512 void mvn_range512(const fr_weight *w, const float *x, int64_t n, float *y, int64_t r0, int64_t r1) {
+    switch (w->dtype) {
+    case FR_DTYPE_F32: mvn_range512_dt(FR_DTYPE_F32, w, x, n, y, r0, r1); break;
+    case FR_DTYPE_F16: mvn_range512_dt(FR_DTYPE_F16, w, x, n, y, r0, r1); break;
+    case FR_DTYPE_BF16: mvn_range512_dt(FR_DTYPE_BF16, w, x, n, y, r0, r1); break;
+    default: mvn_range512_dt(FR_DTYPE_F8_E4M3, w, x, n, y, r0, r1); break;
+    }
+}
+
 /* Software prefetch for the 4-bit matvecs, measured on the 2-core target (median % of
  * read bandwidth over 1 GiB of 2048 x 8192 matrices): data 384 bytes ahead in each row
  * stream (256 to 512 are within noise of each other, 768 and more lose 10-25%: rows
@@ -1307,6 +1427,7 @@ typedef void (*mk_fn)(const float *const[4], const float *const[4], int64_t, flo
                       bool);
 typedef void (*mt_fn)(const fr_weight *, const float *, float *, int64_t, int64_t);
 typedef uint64_t (*sum_fn)(const uint64_t *, size_t);
+typedef void (*mvn_fn)(const fr_weight *, const float *, int64_t, float *, int64_t, int64_t);
 
 typedef struct {
     mv_fn mv;
@@ -1315,16 +1436,31 @@ typedef struct {
     mt_fn mt;
     sum_fn sum;
     int q4_lanes; /* > 0: mv takes 4-bit rows against q4_prep_x(x, K, q4_lanes), not x */
+    mvn_fn mvn;   /* a few tokens at once for the 8- and 16-bit formats */
 } kernels;
+
+/* The multi-token matvec of the ISAs without a fused one: each token through the
+ * matvec (so, as with AVX-512, alone or batched gives the same bits), 16 rows at a
+ * time so that the later tokens find the rows in cache. */
+#define MVN_ROW_BLOCK 16
+#define MVN_BY_TOKEN(name, mv)                                                                     \
+    static void name(const fr_weight *w, const float *x, int64_t n, float *y, int64_t r0, int64_t r1) { \
+        for (int64_t r = r0; r < r1; r += MVN_ROW_BLOCK)                                           \
+            for (int64_t t = 0; t < n; t++) mv(w, x + t * w->cols, y + t * w->rows, r, min64(r + MVN_ROW_BLOCK, r1)); \
+    }
+MVN_BY_TOKEN(mvn_range_portable, mv_range_portable)
+#if defined(FR_X86)
+MVN_BY_TOKEN(mvn_range256, mv_range256)
+#endif
 
 static kernels pick(fr_isa isa) {
 #if defined(FR_X86)
-    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, cvt_row512, mk512, mt_range512, sum512, 16};
-    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, cvt_row256, mk256, mt_range256, sum256, 8};
+    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, cvt_row512, mk512, mt_range512, sum512, 16, mvn_range512};
+    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, cvt_row256, mk256, mt_range256, sum256, 8, mvn_range256};
 #else
     (void)isa;
 #endif
-    return (kernels){mv_range_portable, cvt_row_portable, mk_portable, mt_range_portable, sum_portable, 0};
+    return (kernels){mv_range_portable, cvt_row_portable, mk_portable, mt_range_portable, sum_portable, 0, mvn_range_portable};
 }
 
 /* Kernels see only F32/F16/BF16/F8 views with sane FP8 blocking, and 4-bit views in
@@ -1388,6 +1524,26 @@ static void matvec(float *y, const float *x, const fr_weight *w, const kernels *
 /* Prefill: work items are (panel of GEMM_RP rows) x (block of GEMM_TB tokens). Each
  * converts its panel to f32 one K block at a time and runs the 4x4 kernel over
  * every token tile against it; the partial sums of later K blocks add into y. */
+/* Up to MVN_MAX tokens go through the multi-token matvec (decode batches: weights read
+ * once, every token's sums as matvec forms them); more through the tiled gemm. */
+#define MVN_MAX 64
+
+static void matvec_n(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
+    const int64_t rows = w->rows;
+    const int64_t groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
+    int64_t chunks = omp_get_max_threads();
+    if (chunks > groups) chunks = groups;
+    if (rows * w->cols * n < PAR_MIN_ELEMS || chunks < 2) {
+        k->mvn(w, x, n, y, 0, rows);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t ch = 0; ch < chunks; ch++) {
+        const int64_t g0 = groups * ch / chunks, g1 = groups * (ch + 1) / chunks;
+        k->mvn(w, x, n, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
+    }
+}
+
 static void gemm(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
     const int64_t rows = w->rows, K = w->cols;
     const int64_t nkb = (K + GEMM_KB - 1) / GEMM_KB;
@@ -1452,6 +1608,7 @@ void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w) {
     }
     const kernels k = pick(fr_isa_active());
     if (n == 1) matvec(y, x, &v, &k);
+    else if (n <= MVN_MAX && !is_q4(v.dtype)) matvec_n(y, x, n, &v, &k);
     else gemm(y, x, n, &v, &k);
 }
 
