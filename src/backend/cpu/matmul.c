@@ -1524,10 +1524,12 @@ static void matvec(float *y, const float *x, const fr_weight *w, const kernels *
 /* Prefill: work items are (panel of GEMM_RP rows) x (block of GEMM_TB tokens). Each
  * converts its panel to f32 one K block at a time and runs the 4x4 kernel over
  * every token tile against it; the partial sums of later K blocks add into y. */
-/* Up to MVN_MAX tokens go through the multi-token matvec (decode batches: weights read
- * once, every token's sums as matvec forms them); more through the tiled gemm. */
-#define MVN_MAX 64
-
+/* Several tokens of an 8- or 16-bit matrix go through the multi-token matvec whatever
+ * their number: every token's sums are then formed as the single-token matvec forms them,
+ * so no result depends on how tokens were batched or a prompt was chunked (a greedy
+ * request gives the same tokens alone or in any batch). The tiled gemm below was ~15%
+ * faster for prefill-sized batches (2048 x 11264 BF16, 2 cores: n=512 152 ms against
+ * 183 ms); it stays for the 4-bit formats, whose matvec wants x rearranged. */
 static void matvec_n(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
     const int64_t rows = w->rows;
     const int64_t groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
@@ -1608,7 +1610,7 @@ void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w) {
     }
     const kernels k = pick(fr_isa_active());
     if (n == 1) matvec(y, x, &v, &k);
-    else if (n <= MVN_MAX && !is_q4(v.dtype)) matvec_n(y, x, n, &v, &k);
+    else if (!is_q4(v.dtype)) matvec_n(y, x, n, &v, &k);
     else gemm(y, x, n, &v, &k);
 }
 
