@@ -297,6 +297,9 @@ static void test_batch_invariance(void) {
             }
 }
 
+/* The same for the 4-bit formats (defined after the q4 helpers below). */
+static void test_q4_batch_invariance(void);
+
 /* FP8 row slices starting mid-block: the scale rows must follow row0. The expected
  * values come from the full view's rows, not from the slice. */
 static void test_fp8_slices(void) {
@@ -759,6 +762,37 @@ static void test_bandwidth(void) {
     CHECK_MSG(bw > 0 && isfinite(bw), "bandwidth %g", bw);
 }
 
+static void test_q4_batch_invariance(void) {
+    static const int64_t shapes[][2] = {{7, 64}, {130, 256}, {33, 2048}};
+    for (size_t d = 0; d < 2; d++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            q4mat m;
+            const int64_t R = shapes[s][0], K = shapes[s][1];
+            if (q4_make(&m, q4_dtypes[d], R, K, (int)s & 1) != 0) {
+                CHECK_MSG(0, "out of memory");
+                q4_free(&m);
+                continue;
+            }
+            float *x = rand_vec(70 * K), *y = malloc((size_t)(70 * R) * sizeof *y);
+            float *y1 = malloc((size_t)R * sizeof *y1);
+            int bad = 0;
+            for (int i = 0; i < n_isas; i++)
+                for (int64_t n = 2; n <= 70 && x && y && y1; n += n < 16 ? 1 : 27) {
+                    fr_isa_set_limit(isas[i]);
+                    fr_cpu_matmul(y, x, n, &m.w);
+                    for (int64_t t = 0; t < n; t++) {
+                        fr_cpu_matmul(y1, x + t * K, 1, &m.w);
+                        bad += memcmp(y1, y + t * R, (size_t)R * sizeof *y1) != 0;
+                    }
+                }
+            fr_isa_set_limit(FR_ISA_AVX512);
+            CHECK_MSG(bad == 0 && x && y && y1, "%s %lldx%lld: %d token rows differ from n=1",
+                      fr_dtype_name(q4_dtypes[d]), (long long)R, (long long)K, bad);
+            free(x), free(y), free(y1);
+            q4_free(&m);
+        }
+}
+
 int main(void) {
     collect_isas();
     test_isa();
@@ -772,6 +806,7 @@ int main(void) {
     test_q4_rejects();
     test_q4_bounds();
     test_q4_shapes();
+    test_q4_batch_invariance();
     test_q4_slices();
     test_bandwidth();
     return check_report("matmul");

@@ -13,10 +13,11 @@
  * and fold in that block's scale when the segment ends; 4-bit rows do the same per
  * 32-element group, four groups to a vector of partial sums, against an x that is
  * rearranged once per product to match the nibble order the kernel extracts (see
- * q4_prep_x). Prefill (n > 1) instead converts a panel of rows to f32 once into a
- * per-thread buffer and multiplies it against tiles of tokens with a 4x4
- * register-blocked dot-product kernel, so a weight is read from memory once per 64
- * tokens rather than once per token. The transposed product keeps a strip
+ * q4_prep_x). Several tokens (decode batches and prefill) go through the same
+ * kernels widened to 2 rows x 3 tokens per register tile, rows in 16-row blocks so a
+ * block's weights come from memory once and from cache for the later token groups;
+ * each (token, row) sum is formed in exactly the single-token order, so results do not
+ * depend on batching. The transposed product keeps a strip
  * of output columns in registers while the rows stream past. Every kernel exists
  * three times - AVX-512 (F/BW/VL), AVX2+FMA+F16C and portable C - chosen per call
  * from fr_isa_active(); the x86 variants carry per-function target attributes so
@@ -59,11 +60,6 @@
  * on the 2-core target a 128x512 BF16 product takes ~2 us either way, 256x512
  * gains ~20% from the second thread. */
 #define PAR_MIN_ELEMS 65536
-/* Prefill tiling: a panel of GEMM_RP rows x at most GEMM_KB columns converted to
- * f32 (256 KiB) plus GEMM_TB tokens of x over the same columns stay in L2. */
-#define GEMM_RP 32
-#define GEMM_KB 2048
-#define GEMM_TB 64
 /* matmul_t: output columns per work item. */
 #define T_CW 256
 
@@ -610,6 +606,94 @@ static AI T512 void mv_q4_range512(fr_dtype dt, const fr_weight *w, const float 
     for (; r < r_end; r++) mv_q4_group512(dt, 1, w, xp, y, r);
 }
 
+/* The 4-bit matvec for R <= 2 rows x NT <= 3 tokens: xp holds each token's x after
+ * q4_prep_x(16), ldx floats apart. As mvn_group512 does for the other formats, every
+ * (token, row) sum is formed in exactly mv_q4_group512's order, so batching leaves each
+ * token's outputs bit-identical to the single-token matvec's. */
+static AI T512 void mvn_q4_group512(fr_dtype dt, int R, int NT, const fr_weight *w, const float *xp, int64_t ldx,
+                                    float *y, int64_t r0) {
+    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4, ldy = w->rows;
+    const __m512 lut = _mm512_loadu_ps(q4_lut(dt));
+    const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const uint8_t *wp[2], *sp[2];
+    _Alignas(64) float sb[2][16];
+    __m512 tot[2][3];
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++) {
+        wp[i] = q4_row(w, r0 + i);
+        sp[i] = q4_srow(dt, w, r0 + i);
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; t++) tot[i][t] = _mm512_setzero_ps();
+    }
+    for (int64_t j0 = 0; j0 < nch; j0 += 4) {
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) q4_scales512(dt, sp[i], 4 * j0, nb - 4 * j0, sb[i]);
+        for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
+            const int64_t left = nb - 4 * j;
+            __m512i raw[2];
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                if (left >= 4) {
+                    __builtin_prefetch(wp[i] + 64 * j + Q4_PF_AHEAD, 0, 3);
+                    raw[i] = _mm512_loadu_si512(wp[i] + 64 * j);
+                } else {
+                    raw[i] = _mm512_maskz_loadu_epi32(mask16(4 * left), wp[i] + 64 * j);
+                }
+            }
+            __m512 acc[2][3];
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {
+                __m512 v[2];
+#pragma GCC unroll 2
+                for (int i = 0; i < R; i++) v[i] = _mm512_permutexvar_ps(srl4k512(raw[i], k), lut);
+#pragma GCC unroll 3
+                for (int t = 0; t < NT; t++) {
+                    const __m512 xk = _mm512_load_ps(xp + t * ldx + 128 * j + 16 * k);
+#pragma GCC unroll 2
+                    for (int i = 0; i < R; i++)
+                        acc[i][t] = k == 0 ? _mm512_mul_ps(v[i], xk) : _mm512_fmadd_ps(v[i], xk, acc[i][t]);
+                }
+            }
+            const __m512i idx = _mm512_add_epi32(quad, _mm512_set1_epi32(4 * (int)(j & 3)));
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                const __m512 sc = _mm512_permutexvar_ps(idx, _mm512_load_ps(sb[i]));
+#pragma GCC unroll 3
+                for (int t = 0; t < NT; t++) tot[i][t] = _mm512_fmadd_ps(acc[i][t], sc, tot[i][t]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 3
+        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = _mm512_reduce_add_ps(tot[i][t]);
+}
+
+static AI T512 void mvn_q4_range512_dt(fr_dtype dt, const fr_weight *w, const float *xp, int64_t ldx, int64_t n,
+                                       float *y, int64_t r0, int64_t r_end) {
+    const int64_t ldy = w->rows;
+    for (int64_t rb = r0; rb < r_end; rb += MVN_RB) {
+        const int64_t rb_end = min64(rb + MVN_RB, r_end);
+        for (int64_t t = 0; t < n; t += 3) {
+            const int nt = (int)min64(3, n - t);
+            const float *xt = xp + t * ldx;
+            float *yt = y + t * ldy;
+            for (int64_t r = rb; r < rb_end; r += 2) {
+                const bool two = r + 2 <= rb_end;
+                if (nt == 3) two ? mvn_q4_group512(dt, 2, 3, w, xt, ldx, yt, r) : mvn_q4_group512(dt, 1, 3, w, xt, ldx, yt, r);
+                else if (nt == 2) two ? mvn_q4_group512(dt, 2, 2, w, xt, ldx, yt, r) : mvn_q4_group512(dt, 1, 2, w, xt, ldx, yt, r);
+                else two ? mvn_q4_group512(dt, 2, 1, w, xt, ldx, yt, r) : mvn_q4_group512(dt, 1, 1, w, xt, ldx, yt, r);
+            }
+        }
+    }
+}
+
+static T512 void mvnq_range512(const fr_weight *w, const float *xp, int64_t ldx, int64_t n, float *y, int64_t r0,
+                               int64_t r1) {
+    if (w->dtype == FR_DTYPE_MXFP4) mvn_q4_range512_dt(FR_DTYPE_MXFP4, w, xp, ldx, n, y, r0, r1);
+    else mvn_q4_range512_dt(FR_DTYPE_INT4, w, xp, ldx, n, y, r0, r1);
+}
+
 /* 16 weights in element order from the 8 bytes at p (unscaled): lane l takes byte l / 2
  * and shifts its nibble l & 1 down, then the table. For the prefill panels and matmul_t,
  * where weights are reused and the extra two uops do not matter. */
@@ -621,20 +705,6 @@ static AI T512 __m512 ld512_q4(__m512 lut, const uint8_t *p) {
     return _mm512_permutexvar_ps(t, lut);
 }
 
-/* out[0 .. c1-c0) = W_real[r, c0 .. c1) for a 4-bit row: 16 at a time where aligned,
- * element by element at the (rare) unaligned ends. The scaled weights are exact. */
-static AI T512 void cvt_q4_512(fr_dtype dt, const fr_weight *w, int64_t r, int64_t c0, int64_t c1,
-                               float *out) {
-    const float *lt = q4_lut(dt);
-    const __m512 lut = _mm512_loadu_ps(lt);
-    const uint8_t *p = q4_row(w, r), *sr = q4_srow(dt, w, r);
-    int64_t c = c0;
-    for (; c < c1 && (c & 15); c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
-    for (; c + 16 <= c1; c += 16)
-        _mm512_storeu_ps(out + (c - c0),
-                         _mm512_mul_ps(ld512_q4(lut, p + c / 2), _mm512_set1_ps(q4_scale(dt, sr, c / 32))));
-    for (; c < c1; c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
-}
 
 /* Transposed product over 4-bit weights for one token: NV vectors of 16 columns from
  * c0 (a multiple of 16) stay in registers while the rows stream past; each row's piece
@@ -676,82 +746,8 @@ static T512 void mv_range512(const fr_weight *w, const float *x, float *y, int64
     }
 }
 
-/* out[0 .. c1-c0) = W_real[r, c0 .. c1) in f32, block scale applied. */
-static AI T512 void cvt_row512_dt(fr_dtype dt, const fr_weight *w, int64_t r, int64_t c0, int64_t c1,
-                                  float *out) {
-    const uint8_t *p = row_ptr(w, r);
-    const int64_t seg = seg_len(w);
-    const float *sp = dt == FR_DTYPE_F8_E4M3 ? scale_row(w, r) : NULL;
-    for (int64_t a = c0; a < c1;) {
-        const int64_t cb = a / seg, b = min64((cb + 1) * seg, c1);
-        const __m512 s = _mm512_set1_ps(sp ? sp[cb] * 256.0f : 1.0f);
-        int64_t c = a;
-        for (; c + 16 <= b; c += 16) {
-            __m512 v = ld512(dt, p, c);
-            if (sp) v = _mm512_mul_ps(v, s);
-            _mm512_storeu_ps(out + (c - c0), v);
-        }
-        if (c < b) {
-            const __mmask16 m = mask16(b - c);
-            __m512 v = ld512m(dt, p, c, m);
-            if (sp) v = _mm512_mul_ps(v, s);
-            _mm512_mask_storeu_ps(out + (c - c0), m, v);
-        }
-        a = b;
-    }
-}
 
-static T512 void cvt_row512(const fr_weight *w, int64_t r, int64_t c0, int64_t c1, float *out) {
-    switch (w->dtype) {
-    case FR_DTYPE_MXFP4: cvt_q4_512(FR_DTYPE_MXFP4, w, r, c0, c1, out); break;
-    case FR_DTYPE_INT4: cvt_q4_512(FR_DTYPE_INT4, w, r, c0, c1, out); break;
-    case FR_DTYPE_F32: cvt_row512_dt(FR_DTYPE_F32, w, r, c0, c1, out); break;
-    case FR_DTYPE_F16: cvt_row512_dt(FR_DTYPE_F16, w, r, c0, c1, out); break;
-    case FR_DTYPE_BF16: cvt_row512_dt(FR_DTYPE_BF16, w, r, c0, c1, out); break;
-    default: cvt_row512_dt(FR_DTYPE_F8_E4M3, w, r, c0, c1, out); break;
-    }
-}
 
-/* 4 tokens x 4 rows of dot products over k < kb, each (t, r) with its own vector
- * accumulator (16 FMAs per 8 loads). xs/ws may repeat a pointer to fill a partial
- * tile; only t < T, r < R are stored. y[t*ldy + r] is set or, if acc, added to. */
-static T512 void mk512(const float *const xs[4], const float *const ws[4], int64_t kb, float *y, int64_t ldy,
-                       int T, int R, bool acc) {
-    __m512 a[4][4];
-#pragma GCC unroll 8
-    for (int t = 0; t < 4; t++)
-#pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) a[t][r] = _mm512_setzero_ps();
-    int64_t k = 0;
-    for (; k + 16 <= kb; k += 16) {
-        __m512 wv[4];
-#pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) wv[r] = _mm512_loadu_ps(ws[r] + k);
-#pragma GCC unroll 8
-        for (int t = 0; t < 4; t++) {
-            const __m512 xv = _mm512_loadu_ps(xs[t] + k);
-#pragma GCC unroll 8
-            for (int r = 0; r < 4; r++) a[t][r] = _mm512_fmadd_ps(xv, wv[r], a[t][r]);
-        }
-    }
-    if (k < kb) {
-        const __mmask16 m = mask16(kb - k);
-        __m512 wv[4];
-#pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) wv[r] = _mm512_maskz_loadu_ps(m, ws[r] + k);
-#pragma GCC unroll 8
-        for (int t = 0; t < 4; t++) {
-            const __m512 xv = _mm512_maskz_loadu_ps(m, xs[t] + k);
-#pragma GCC unroll 8
-            for (int r = 0; r < 4; r++) a[t][r] = _mm512_fmadd_ps(xv, wv[r], a[t][r]);
-        }
-    }
-    for (int t = 0; t < T; t++)
-        for (int r = 0; r < R; r++) {
-            const float s = _mm512_reduce_add_ps(a[t][r]);
-            y[t * ldy + r] = acc ? y[t * ldy + r] + s : s;
-        }
-}
 
 /* The FP8 scales of columns c0 .. c0+15 in one scale row, times 256 (see ld512);
  * lanes past the matrix get 0. Built lane by lane because a block may end inside
@@ -1095,17 +1091,6 @@ static AI T256 __m256 ld256_q4(const float *lut, const uint8_t *p) {
     return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(t, 28)));
 }
 
-static AI T256 void cvt_q4_256(fr_dtype dt, const fr_weight *w, int64_t r, int64_t c0, int64_t c1,
-                               float *out) {
-    const float *lt = q4_lut(dt);
-    const uint8_t *p = q4_row(w, r), *sr = q4_srow(dt, w, r);
-    int64_t c = c0;
-    for (; c < c1 && (c & 7); c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
-    for (; c + 8 <= c1; c += 8)
-        _mm256_storeu_ps(out + (c - c0),
-                         _mm256_mul_ps(ld256_q4(lt, p + c / 2), _mm256_set1_ps(q4_scale(dt, sr, c / 32))));
-    for (; c < c1; c++) out[c - c0] = q4_elem(lt, p, c) * q4_scale(dt, sr, c / 32);
-}
 
 /* As mt_q4_strip512: one block (32 columns, four vectors) from c0. */
 static AI T256 void mt_q4_block256(fr_dtype dt, const fr_weight *w, const float *x, float *y, int64_t c0) {
@@ -1136,74 +1121,8 @@ static T256 void mv_range256(const fr_weight *w, const float *x, float *y, int64
     }
 }
 
-static AI T256 void cvt_row256_dt(fr_dtype dt, const fr_weight *w, int64_t r, int64_t c0, int64_t c1,
-                                  float *out) {
-    const uint8_t *p = row_ptr(w, r);
-    const int64_t seg = seg_len(w);
-    const float *sp = dt == FR_DTYPE_F8_E4M3 ? scale_row(w, r) : NULL;
-    for (int64_t a = c0; a < c1;) {
-        const int64_t cb = a / seg, b = min64((cb + 1) * seg, c1);
-        const float s = sp ? sp[cb] : 1.0f;
-        const __m256 s256 = _mm256_set1_ps(s * 256.0f);
-        int64_t c = a;
-        for (; c + 8 <= b; c += 8) {
-            __m256 v = ld256(dt, p, c);
-            if (sp) v = _mm256_mul_ps(v, s256);
-            _mm256_storeu_ps(out + (c - c0), v);
-        }
-        for (; c < b; c++) out[c - c0] = sp ? elem(dt, p, c) * s : elem(dt, p, c);
-        a = b;
-    }
-}
 
-static T256 void cvt_row256(const fr_weight *w, int64_t r, int64_t c0, int64_t c1, float *out) {
-    switch (w->dtype) {
-    case FR_DTYPE_MXFP4: cvt_q4_256(FR_DTYPE_MXFP4, w, r, c0, c1, out); break;
-    case FR_DTYPE_INT4: cvt_q4_256(FR_DTYPE_INT4, w, r, c0, c1, out); break;
-    case FR_DTYPE_F32: cvt_row256_dt(FR_DTYPE_F32, w, r, c0, c1, out); break;
-    case FR_DTYPE_F16: cvt_row256_dt(FR_DTYPE_F16, w, r, c0, c1, out); break;
-    case FR_DTYPE_BF16: cvt_row256_dt(FR_DTYPE_BF16, w, r, c0, c1, out); break;
-    default: cvt_row256_dt(FR_DTYPE_F8_E4M3, w, r, c0, c1, out); break;
-    }
-}
 
-/* As mk512, eight lanes wide; the k tail goes through zero-padded copies. */
-static T256 void mk256(const float *const xs[4], const float *const ws[4], int64_t kb, float *y, int64_t ldy,
-                       int T, int R, bool acc) {
-    __m256 a[4][4];
-#pragma GCC unroll 8
-    for (int t = 0; t < 4; t++)
-#pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) a[t][r] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= kb; k += 8) {
-        __m256 wv[4];
-#pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) wv[r] = _mm256_loadu_ps(ws[r] + k);
-#pragma GCC unroll 8
-        for (int t = 0; t < 4; t++) {
-            const __m256 xv = _mm256_loadu_ps(xs[t] + k);
-#pragma GCC unroll 8
-            for (int r = 0; r < 4; r++) a[t][r] = _mm256_fmadd_ps(xv, wv[r], a[t][r]);
-        }
-    }
-    if (k < kb) {
-        __m256 wv[4];
-#pragma GCC unroll 8
-        for (int r = 0; r < 4; r++) wv[r] = ldx256_part(ws[r] + k, kb - k);
-#pragma GCC unroll 8
-        for (int t = 0; t < 4; t++) {
-            const __m256 xv = ldx256_part(xs[t] + k, kb - k);
-#pragma GCC unroll 8
-            for (int r = 0; r < 4; r++) a[t][r] = _mm256_fmadd_ps(xv, wv[r], a[t][r]);
-        }
-    }
-    for (int t = 0; t < T; t++)
-        for (int r = 0; r < R; r++) {
-            const float s = hsum256(a[t][r]);
-            y[t * ldy + r] = acc ? y[t * ldy + r] + s : s;
-        }
-}
 
 static AI T256 __m256 scale_vec256(const fr_weight *w, const float *srow, int64_t c0) {
     float s[8];
@@ -1378,19 +1297,6 @@ static void cvt_row_portable(const fr_weight *w, int64_t r, int64_t c0, int64_t 
     for (int64_t c = c0; c < c1; c++) out[c - c0] = elem(dt, p, c);
 }
 
-static void mk_portable(const float *const xs[4], const float *const ws[4], int64_t kb, float *y, int64_t ldy,
-                        int T, int R, bool acc) {
-    for (int t = 0; t < T; t++)
-        for (int r = 0; r < R; r++) {
-            float s4[4] = {0, 0, 0, 0};
-            int64_t k = 0;
-            for (; k + 4 <= kb; k += 4)
-                for (int j = 0; j < 4; j++) s4[j] += xs[t][k + j] * ws[r][k + j];
-            for (; k < kb; k++) s4[0] += xs[t][k] * ws[r][k];
-            const float s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-            y[t * ldy + r] = acc ? y[t * ldy + r] + s : s;
-        }
-}
 
 /* Portable transposed product for one token: y[c0 .. c1) by rows, each row's piece
  * converted once (block scale included) into a small buffer and added in. */
@@ -1422,21 +1328,18 @@ static uint64_t sum_portable(const uint64_t *p, size_t words) {
 /* ================================================================== dispatch */
 
 typedef void (*mv_fn)(const fr_weight *, const float *, float *, int64_t, int64_t);
-typedef void (*cvt_fn)(const fr_weight *, int64_t, int64_t, int64_t, float *);
-typedef void (*mk_fn)(const float *const[4], const float *const[4], int64_t, float *, int64_t, int, int,
-                      bool);
 typedef void (*mt_fn)(const fr_weight *, const float *, float *, int64_t, int64_t);
 typedef uint64_t (*sum_fn)(const uint64_t *, size_t);
 typedef void (*mvn_fn)(const fr_weight *, const float *, int64_t, float *, int64_t, int64_t);
+typedef void (*mvnq_fn)(const fr_weight *, const float *, int64_t, int64_t, float *, int64_t, int64_t);
 
 typedef struct {
     mv_fn mv;
-    cvt_fn cvt;
-    mk_fn mk;
     mt_fn mt;
     sum_fn sum;
     int q4_lanes; /* > 0: mv takes 4-bit rows against q4_prep_x(x, K, q4_lanes), not x */
-    mvn_fn mvn;   /* a few tokens at once for the 8- and 16-bit formats */
+    mvn_fn mvn;   /* several tokens at once, 8- and 16-bit formats (portable: all formats) */
+    mvnq_fn mvnq; /* several tokens at once, 4-bit formats against q4_prep_x rows ldx apart */
 } kernels;
 
 /* The multi-token matvec of the ISAs without a fused one: each token through the
@@ -1451,16 +1354,21 @@ typedef struct {
 MVN_BY_TOKEN(mvn_range_portable, mv_range_portable)
 #if defined(FR_X86)
 MVN_BY_TOKEN(mvn_range256, mv_range256)
+static void mvnq_range256(const fr_weight *w, const float *xp, int64_t ldx, int64_t n, float *y, int64_t r0,
+                          int64_t r1) {
+    for (int64_t r = r0; r < r1; r += MVN_ROW_BLOCK)
+        for (int64_t t = 0; t < n; t++) mv_range256(w, xp + t * ldx, y + t * w->rows, r, min64(r + MVN_ROW_BLOCK, r1));
+}
 #endif
 
 static kernels pick(fr_isa isa) {
 #if defined(FR_X86)
-    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, cvt_row512, mk512, mt_range512, sum512, 16, mvn_range512};
-    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, cvt_row256, mk256, mt_range256, sum256, 8, mvn_range256};
+    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, mt_range512, sum512, 16, mvn_range512, mvnq_range512};
+    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, mt_range256, sum256, 8, mvn_range256, mvnq_range256};
 #else
     (void)isa;
 #endif
-    return (kernels){mv_range_portable, cvt_row_portable, mk_portable, mt_range_portable, sum_portable, 0, mvn_range_portable};
+    return (kernels){mv_range_portable, mt_range_portable, sum_portable, 0, mvn_range_portable, NULL};
 }
 
 /* Kernels see only F32/F16/BF16/F8 views with sane FP8 blocking, and 4-bit views in
@@ -1521,15 +1429,13 @@ static void matvec(float *y, const float *x, const fr_weight *w, const kernels *
     free(xp);
 }
 
-/* Prefill: work items are (panel of GEMM_RP rows) x (block of GEMM_TB tokens). Each
- * converts its panel to f32 one K block at a time and runs the 4x4 kernel over
- * every token tile against it; the partial sums of later K blocks add into y. */
 /* Several tokens of an 8- or 16-bit matrix go through the multi-token matvec whatever
  * their number: every token's sums are then formed as the single-token matvec forms them,
  * so no result depends on how tokens were batched or a prompt was chunked (a greedy
- * request gives the same tokens alone or in any batch). The tiled gemm below was ~15%
- * faster for prefill-sized batches (2048 x 11264 BF16, 2 cores: n=512 152 ms against
- * 183 ms); it stays for the 4-bit formats, whose matvec wants x rearranged. */
+ * request gives the same tokens alone or in any batch). A tiled gemm (f32 panels, 4x4
+ * register tiles) was ~15% faster at prefill sizes for BF16 (2048 x 11264, 2 cores:
+ * n=512 152 ms against 183 ms) but slower for 4-bit weights at every size and for all
+ * formats at decode sizes; batch invariance decided it. */
 static void matvec_n(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
     const int64_t rows = w->rows;
     const int64_t groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
@@ -1546,60 +1452,42 @@ static void matvec_n(float *y, const float *x, int64_t n, const fr_weight *w, co
     }
 }
 
-static void gemm(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
-    const int64_t rows = w->rows, K = w->cols;
-    const int64_t nkb = (K + GEMM_KB - 1) / GEMM_KB;
-    int64_t KB = (K + nkb - 1) / nkb;
-    /* equal K blocks, vector aligned (4-bit: whole scale blocks), never above GEMM_KB */
-    const int64_t align = is_q4(w->dtype) ? 32 : 16;
-    KB = (KB + align - 1) / align * align;
-    if (KB > K) KB = K;
-    const int64_t np = (rows + GEMM_RP - 1) / GEMM_RP, ntb = (n + GEMM_TB - 1) / GEMM_TB;
-    const int64_t items = np * ntb;
-    /* f32 rows are used in place (when aligned, as the portable kernel reads floats) */
-    const bool direct = w->dtype == FR_DTYPE_F32 && ((uintptr_t)w->data & 3) == 0;
-    const bool par = rows * K * n >= PAR_MIN_ELEMS && items > 1;
-#pragma omp parallel if (par)
-    {
-        float *buf = direct ? NULL : malloc((size_t)min64(GEMM_RP, rows) * (size_t)KB * sizeof(float));
-#pragma omp for schedule(static)
-        for (int64_t it = 0; it < items; it++) {
-            const int64_t r0 = it / ntb * GEMM_RP, rp = min64(GEMM_RP, rows - r0);
-            const int64_t t0 = it % ntb * GEMM_TB, tn = min64(GEMM_TB, n - t0);
-            if (!direct && !buf) { /* out of memory: slower, but still right */
-                /* (the vector 4-bit matvecs want a rearranged x: use the portable one) */
-                const mv_fn mv = is_q4(w->dtype) ? mv_range_portable : k->mv;
-                for (int64_t t = t0; t < t0 + tn; t++) mv(w, x + t * K, y + t * rows, r0, r0 + rp);
-                continue;
-            }
-            for (int64_t k0 = 0; k0 < K; k0 += KB) {
-                const int64_t kb = min64(KB, K - k0);
-                const float *panel;
-                int64_t ldw;
-                if (direct) {
-                    panel = (const float *)w->data + r0 * K + k0;
-                    ldw = K;
-                } else {
-                    for (int64_t r = 0; r < rp; r++) k->cvt(w, r0 + r, k0, k0 + kb, buf + r * kb);
-                    panel = buf;
-                    ldw = kb;
-                }
-                for (int64_t t = t0; t < t0 + tn; t += 4) {
-                    const int T = (int)min64(4, t0 + tn - t);
-                    const float *xs[4];
-                    for (int i = 0; i < 4; i++) xs[i] = x + (t + (i < T ? i : T - 1)) * K + k0;
-                    for (int64_t r = 0; r < rp; r += 4) {
-                        const int R = (int)min64(4, rp - r);
-                        const float *ws[4];
-                        for (int i = 0; i < 4; i++) ws[i] = panel + (r + (i < R ? i : R - 1)) * ldw;
-                        k->mk(xs, ws, kb, y + t * rows + r0 + r, rows, T, R, k0 > 0);
-                    }
-                }
-            }
-        }
-        free(buf);
+/* 4-bit rows for several tokens: each token's x rearranged once (as matvec does), then
+ * the rows split over the threads as in matvec_n. */
+static void matvec_n_q4(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
+    const int64_t K = w->cols, ch = 8 * (int64_t)k->q4_lanes, ldx = (K + ch - 1) / ch * ch;
+    float *xp = k->mvnq ? aligned_alloc(64, (size_t)(n * ldx) * sizeof(float)) : NULL;
+    if (!xp) { /* no vector kernel, or out of memory: the portable one reads x as it is */
+        const kernels p = pick(FR_ISA_PORTABLE);
+        matvec_n(y, x, n, w, &p);
+        return;
     }
+    for (int64_t t = 0; t < n; t++) {
+        float *one = q4_prep_x(x + t * K, K, k->q4_lanes);
+        if (!one) {
+            free(xp);
+            const kernels p = pick(FR_ISA_PORTABLE);
+            matvec_n(y, x, n, w, &p);
+            return;
+        }
+        memcpy(xp + t * ldx, one, (size_t)ldx * sizeof(float));
+        free(one);
+    }
+    const int64_t rows = w->rows, groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
+    int64_t chunks = omp_get_max_threads();
+    if (chunks > groups) chunks = groups;
+    if (rows * K * n < PAR_MIN_ELEMS || chunks < 2) {
+        k->mvnq(w, xp, ldx, n, y, 0, rows);
+    } else {
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < chunks; c++) {
+            const int64_t g0 = groups * c / chunks, g1 = groups * (c + 1) / chunks;
+            k->mvnq(w, xp, ldx, n, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
+        }
+    }
+    free(xp);
 }
+
 
 void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w) {
     if (n <= 0 || w->rows <= 0) return;
@@ -1610,8 +1498,8 @@ void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w) {
     }
     const kernels k = pick(fr_isa_active());
     if (n == 1) matvec(y, x, &v, &k);
-    else if (!is_q4(v.dtype)) matvec_n(y, x, n, &v, &k);
-    else gemm(y, x, n, &v, &k);
+    else if (!is_q4(v.dtype) || !k.q4_lanes) matvec_n(y, x, n, &v, &k);
+    else matvec_n_q4(y, x, n, &v, &k);
 }
 
 /* Transposed product: work items are T_CW-column stripes of y (disjoint, so no
