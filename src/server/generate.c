@@ -13,6 +13,8 @@
 #include "server_impl.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,10 @@ static void watch_connection(srv_gen *g) {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(g->evcon);
     evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
     if (fd < 0) return;
+    /* Stream chunks are small writes: without TCP_NODELAY, Nagle's algorithm holds each
+     * behind the client's delayed ACK on a reused keep-alive connection (~40 ms bursts). */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     g->watch = event_new(g->srv->base, fd, EV_READ, on_watch, g);
     if (g->watch && event_add(g->watch, NULL) != 0) stop_watching(g);
 }

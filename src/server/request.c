@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Bound on max_tokens as read from JSON: far above any context (the engine clamps to what
+ * fits), and exactly representable, so the double -> int64 conversion cannot overflow. */
+#define MAX_TOKENS_LIMIT 1e15
+
 /* Fields each endpoint understands (or knowingly ignores without a warning). */
 static const char *const chat_fields[] = {
     "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
@@ -185,9 +189,9 @@ static fr_status parse_chat(ctx *c, srv_request *r) {
     r->top_logprobs = (int)top;
     double mt;
     bool set1, set2;
-    if ((rc = get_num(c, "max_completion_tokens", 1, (double)INT64_MAX, true, &mt, &set1))) return rc;
+    if ((rc = get_num(c, "max_completion_tokens", 1, MAX_TOKENS_LIMIT, true, &mt, &set1))) return rc;
     if (set1) r->max_tokens = (int64_t)mt;
-    if ((rc = get_num(c, "max_tokens", 1, (double)INT64_MAX, true, &mt, &set2))) return rc;
+    if ((rc = get_num(c, "max_tokens", 1, MAX_TOKENS_LIMIT, true, &mt, &set2))) return rc;
     if (set2 && !set1) r->max_tokens = (int64_t)mt; /* OpenAI: max_completion_tokens supersedes */
     r->max_tokens_set = set1 || set2;
     if ((rc = parse_response_format(c))) return rc;
@@ -222,7 +226,7 @@ static fr_status parse_completion(ctx *c, srv_request *r) {
     fr_status rc;
     double v;
     bool set;
-    if ((rc = get_num(c, "max_tokens", 1, (double)INT64_MAX, true, &v, &set))) return rc;
+    if ((rc = get_num(c, "max_tokens", 1, MAX_TOKENS_LIMIT, true, &v, &set))) return rc;
     r->max_tokens_set = set;
     if (set) r->max_tokens = (int64_t)v;
     if ((rc = get_num(c, "logprobs", 0, FR_MAX_TOP_LOGPROBS, true, &v, &set))) return rc;
