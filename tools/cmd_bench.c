@@ -4,7 +4,17 @@
  * Decode at one stream is memory bound: each step must read the weights of the
  * attention, the shared and the *chosen* routed experts, the head, and the KV cache.
  * The bench counts those bytes as the backend actually touched them, divides by the
- * median step time, and compares with a streaming-read bandwidth it measures itself. */
+ * median step time, and compares with a streaming-read bandwidth it measures itself.
+ *
+ * --context N,M,...: decode cost against context length. For each N the cache is filled
+ * with N tokens of synthetic rows (fr_session_fill_synthetic: random latents and indexer
+ * keys written through the backend's kv_write, so no prefill of N tokens is run: only
+ * decode timing matters and a 32k prefill would take long on a small CPU), then -n decode
+ * steps are timed and split by the backend's op timers into attention (mla_attention,
+ * mla_sparse_attention), the DSA indexer's scoring and top-k (dsa_select) and the rest.
+ * With DSA, attention per token stops growing once the context passes index_topk while
+ * the indexer keeps growing; --dense-contrast repeats the table with the indexer switched
+ * off (the same weights run as the dense MLA model of the same shape). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +40,8 @@ static int cmp_double(const void *a, const void *b) {
 static int usage(const char *msg) {
     if (msg) return fprintf(stderr, "frontier bench: %s\n", msg), 2;
     fprintf(stderr, "usage: frontier bench (DIR | --preset P --load-format dummy [--layers N] [--experts E] [--fp8-blocks])\n"
-                    "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--quantize-experts mxfp4] [--json]\n");
+                    "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--quantize-experts mxfp4] [--json]\n"
+                    "                      [--kv-cache-dtype auto|fp8] [--context N[,N...] [--dense-contrast]]\n");
     return 2;
 }
 
@@ -42,10 +53,99 @@ static int64_t attention_bytes(const fr_layer *L) {
     return b;
 }
 
+/* Decode bytes of KV cache one step reads at context ctx: every latent row (or the
+ * index_topk selected ones once a DSA model attends sparsely) and, then, every indexer key. */
+static double kv_read_bytes(const fr_model *m, fr_kv_dtype dt, double ctx) {
+    const fr_config *c = &m->cfg;
+    const bool sparse = c->dsa.enabled && ctx > c->dsa.topk;
+    double b = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        b += (sparse ? c->dsa.topk : ctx) * (double)fr_kv_row_bytes(dt, c->kv_lora_rank, c->qk_rope_head_dim);
+        if (sparse && m->layers[l].has_indexer) b += ctx * (double)fr_kv_row_bytes(dt, c->dsa.head_dim, 0);
+    }
+    return b;
+}
+
+/* Parse "2048,10240,32768" into at most cap context lengths. */
+static fr_status parse_contexts(const char *v, int64_t *out, int cap, int *n, fr_error *err) {
+    *n = 0;
+    for (const char *p = v;;) {
+        const char *comma = strchr(p, ',');
+        char one[32];
+        const size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (*n == cap || len == 0 || len >= sizeof one)
+            return fr_fail(err, FR_ERR_INVALID, "--context wants up to %d lengths like 2048,10240,32768", cap);
+        memcpy(one, p, len);
+        one[len] = 0;
+        fr_status rc = fr_arg_i64("--context", one, 1, INT32_MAX / 2, &out[(*n)++], err);
+        if (rc) return rc;
+        if (!comma) return FR_OK;
+        p = comma + 1;
+    }
+}
+
+/* Run a DSA model as its dense sibling: no indexer, every key attended (DeepSeek-V3.2 is
+ * DeepSeek-V3 plus the indexer, at the same shapes). Sessions created afterwards see it. */
+static void drop_indexer(fr_model *m) {
+    m->cfg.dsa.enabled = false;
+    for (int l = 0; l < m->cfg.n_layers; l++) m->layers[l].has_indexer = false;
+}
+
+/* The --context table: decode n_gen steps after each context length. */
+static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, const int64_t *ctxs, int n_ctx,
+                                int64_t n_gen, bool json, const char *label, fr_error *err) {
+    const fr_config *c = &m->cfg;
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    if (!logits) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
+    fr_status rc = FR_OK;
+    if (!json) {
+        printf("\n%s: %d layers, %s KV cache (%lld bytes/token)", label, c->n_layers, fr_kv_dtype_name(kv_dtype),
+               (long long)fr_kv_bytes_per_token(m, kv_dtype));
+        if (c->dsa.enabled) printf(", DSA index_topk %d (%d indexer heads x %d)", c->dsa.topk, c->dsa.n_heads,
+                                   c->dsa.head_dim);
+        printf("; mean of %lld decode steps after a synthetic context\n", (long long)n_gen);
+        printf("| context | decode tok/s | attention ms/token | indexer ms/token | other ms/token | KV read MB/token |\n");
+        printf("|--------:|-------------:|-------------------:|-----------------:|---------------:|-----------------:|\n");
+    }
+    for (int i = 0; i < n_ctx && !rc; i++) {
+        fr_session *s = NULL;
+        const fr_session_opts so = {.max_ctx = ctxs[i] + n_gen + 1, .kv_dtype = kv_dtype};
+        if ((rc = fr_session_create_opts(m, be, &so, &s, err))) break;
+        rc = fr_session_fill_synthetic(s, ctxs[i], 7, err);
+        /* one untimed step first: step buffers and the scratch of each op get allocated */
+        int32_t id = 1 % (int32_t)c->vocab_size;
+        if (!rc) rc = fr_session_eval(s, &id, 1, FR_ATTN_AUTO, logits, false, err);
+        const double a0 = be->attention_s, i0 = be->indexer_s, t0 = now_s();
+        for (int64_t k = 0; k < n_gen && !rc; k++) {
+            id = (int32_t)((k * 7919 + 3) % c->vocab_size);
+            rc = fr_session_eval(s, &id, 1, FR_ATTN_AUTO, logits, false, err);
+        }
+        const double per = (now_s() - t0) / (double)n_gen, attn = (be->attention_s - a0) / (double)n_gen;
+        const double idx = (be->indexer_s - i0) / (double)n_gen;
+        const double kvmb = kv_read_bytes(m, kv_dtype, (double)ctxs[i]) / 1e6;
+        fr_session_free(s);
+        if (rc) break;
+        if (json)
+            printf("{\"model\":\"%s\",\"context\":%lld,\"kv_cache_dtype\":\"%s\",\"dsa\":%s,\"decode_tok_s\":%.4f,"
+                   "\"attention_ms\":%.3f,\"indexer_ms\":%.3f,\"other_ms\":%.3f,\"kv_read_bytes\":%.0f}\n",
+                   label, (long long)ctxs[i], fr_kv_dtype_name(kv_dtype), c->dsa.enabled ? "true" : "false", 1.0 / per,
+                   1e3 * attn, 1e3 * idx, 1e3 * (per - attn - idx), kvmb * 1e6);
+        else
+            printf("| %7lld | %12.3f | %18.2f | %16.2f | %14.2f | %16.2f |\n", (long long)ctxs[i], 1.0 / per, 1e3 * attn,
+                   1e3 * idx, 1e3 * (per - attn - idx), kvmb);
+        fflush(stdout);
+    }
+    free(logits);
+    return rc;
+}
+
 int fr_cmd_bench(int argc, char **argv) {
     const char *dir = NULL, *preset = NULL, *load_format = NULL;
     int64_t n_prompt = 512, n_gen = 128, threads = 0, layers = 0, experts = 0;
-    bool json = false, fp8 = false, q_experts = false;
+    bool json = false, fp8 = false, q_experts = false, dense_contrast = false;
+    fr_kv_dtype kv_dtype = FR_KV_F32;
+    int64_t ctxs[16];
+    int n_ctx = 0;
     fr_error err = {0};
     if (argc < 2) return usage(NULL);
     for (int i = 1; i < argc; i++) {
@@ -64,6 +164,9 @@ int fr_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &n_gen, &err); }
         else if (!strcmp(a, "-t")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &threads, &err); }
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &kv_dtype, &err); }
+        else if (!strcmp(a, "--context")) { VAL(); rc = parse_contexts(v, ctxs, 16, &n_ctx, &err); }
+        else if (!strcmp(a, "--dense-contrast")) dense_contrast = true;
         else if (!strcmp(a, "--quantize-experts")) { VAL(); if (strcmp(v, "mxfp4")) return usage("--quantize-experts supports mxfp4 only"); q_experts = true; }
         else return usage("unknown option");
 #undef VAL
@@ -72,6 +175,7 @@ int fr_cmd_bench(int argc, char **argv) {
     if (!dir == !preset) return usage("give a checkpoint directory or --preset");
     if (preset && (!load_format || strcmp(load_format, "dummy") != 0))
         return usage("--preset needs --load-format dummy (random weights built in memory)");
+    if (dense_contrast && !n_ctx) return usage("--dense-contrast goes with --context");
 
     fr_backend *be = NULL;
     fr_model *m = NULL;
@@ -102,10 +206,23 @@ int fr_cmd_bench(int argc, char **argv) {
     t_quant = now_s() - t_quant;
     const fr_config *c = &m->cfg;
 
+    if (n_ctx) {
+        char label[256];
+        snprintf(label, sizeof label, "%s%s", dir ? dir : preset, c->dsa.enabled ? " (DSA)" : "");
+        rc = bench_contexts(m, be, kv_dtype, ctxs, n_ctx, n_gen, json, label, &err);
+        if (!rc && dense_contrast && c->dsa.enabled) {
+            drop_indexer(m);
+            snprintf(label, sizeof label, "%s, dense contrast (indexer off)", dir ? dir : preset);
+            rc = bench_contexts(m, be, kv_dtype, ctxs, n_ctx, n_gen, json, label, &err);
+        }
+        goto out;
+    }
+
     /* The ceiling: streaming reads of a buffer far larger than the caches. */
     double bw = fr_cpu_read_bandwidth((size_t)1 << 30, (int)threads);
 
-    if ((rc = fr_session_create(m, be, n_prompt + n_gen, &s, &err))) goto out;
+    const fr_session_opts so = {.max_ctx = n_prompt + n_gen, .kv_dtype = kv_dtype};
+    if ((rc = fr_session_create_opts(m, be, &so, &s, &err))) goto out;
     ids = malloc((size_t)(n_prompt + n_gen) * sizeof *ids);
     step = malloc((size_t)n_gen * sizeof *step);
     float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
@@ -145,7 +262,8 @@ int fr_cmd_bench(int argc, char **argv) {
     const double w_step = (double)weight_bytes / (double)n_gen;
     const double ffn = w_step - (double)attn - (double)head - (double)embed_row;
     const double ctx = (double)n_prompt + (double)n_gen / 2.0;
-    const double kv = ctx * (double)c->n_layers * (c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float);
+    const double kv = kv_read_bytes(m, kv_dtype, ctx);
+    const int64_t kv_tok = fr_kv_bytes_per_token(m, kv_dtype);
     const double total = w_step + kv;
     const double gbs = total / t_step / 1e9;
     fr_model_stats st;
@@ -158,11 +276,12 @@ int fr_cmd_bench(int argc, char **argv) {
                "\"prompt_tokens\":%lld,\"decode_tokens\":%lld,\"prefill_tok_s\":%.3f,\"decode_tok_s\":%.4f,"
                "\"decode_step_median_s\":%.6f,\"bytes_per_token\":%.0f,\"bytes_attention\":%lld,\"bytes_ffn\":%.0f,"
                "\"bytes_head\":%lld,\"bytes_kv\":%.0f,\"achieved_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,"
-               "\"bandwidth_fraction\":%.4f,\"experts_format\":\"%s\",\"quantize_experts_s\":%.3f}\n",
+               "\"bandwidth_fraction\":%.4f,\"experts_format\":\"%s\",\"quantize_experts_s\":%.3f,"
+               "\"kv_cache_dtype\":\"%s\",\"kv_bytes_per_cached_token\":%lld}\n",
                dir ? dir : preset, c->n_layers, be->n_threads, fr_isa_name(fr_isa_active()), (long long)st.params_total,
                (long long)st.params_active, (long long)n_prompt, (long long)n_gen, (double)n_prompt / t_prefill,
                1.0 / t_step, t_step, total, (long long)attn, ffn, (long long)head, kv, gbs, bw / 1e9, gbs * 1e9 / bw,
-               experts_fmt, q_experts && dir ? t_quant : 0.0);
+               experts_fmt, q_experts && dir ? t_quant : 0.0, fr_kv_dtype_name(kv_dtype), (long long)kv_tok);
     } else {
         printf("frontier bench: %s, %d layers, %d threads, %s kernels, %s experts (load %.1f s", dir ? dir : preset,
                c->n_layers, be->n_threads, fr_isa_name(fr_isa_active()), experts_fmt, t_load);
@@ -176,11 +295,14 @@ int fr_cmd_bench(int argc, char **argv) {
         printf("| bytes/token: attention weights  | %12.4g |\n", (double)attn);
         printf("| bytes/token: FFN (chosen exp.)  | %12.4g |\n", ffn);
         printf("| bytes/token: head               | %12.4g |\n", (double)head);
-        printf("| bytes/token: KV cache           | %12.4g |\n", kv);
+        printf("| bytes/token: KV cache read      | %12.4g |\n", kv);
         printf("| bytes/token: total              | %12.4g |\n", total);
         printf("| achieved GB/s                   | %12.2f |\n", gbs);
         printf("| measured read bandwidth GB/s    | %12.2f |\n", bw / 1e9);
         printf("| fraction of bandwidth           | %11.1f%% |\n", 100.0 * gbs * 1e9 / bw);
+        char what[64];
+        snprintf(what, sizeof what, "KV bytes per cached token (%s)", kv_dtype == FR_KV_FP8 ? "fp8" : "f32");
+        printf("| %-31s | %12lld |\n", what, (long long)kv_tok);
     }
 out:
     free(ids);

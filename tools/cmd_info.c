@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "model/kv_cache.h"
 #include "model/model.h"
 
 static void human(char *buf, size_t n, double v, const char *unit) {
@@ -75,8 +76,9 @@ int fr_cmd_info(int argc, char **argv) {
     }
     human(a, sizeof a, (double)s.bytes_other, "B");
     printf("%s other (embeddings, head, norms, router) %s", sep, a);
-    printf("\nKV cache         %lld bytes/token in BF16 (%lld in this build's float32 CPU cache)\n",
-           (long long)s.kv_bytes_per_token_bf16, (long long)s.kv_bytes_per_token);
+    printf("\nKV cache         %lld bytes/token in BF16 (CPU cache: %lld as float32, %lld with --kv-cache-dtype fp8)\n",
+           (long long)s.kv_bytes_per_token_bf16, (long long)fr_kv_bytes_per_token(m, FR_KV_F32),
+           (long long)fr_kv_bytes_per_token(m, FR_KV_FP8));
     printf("stop ids        ");
     for (int i = 0; i < c->n_eos; i++) printf(" %d", c->eos_token_ids[i]);
     printf("\n");

@@ -24,6 +24,7 @@ typedef struct {
     int64_t n_predict, threads, decode_from;
     bool has_decode_from;
     bool quantize_experts; /* --quantize-experts mxfp4 */
+    fr_kv_dtype kv_dtype;  /* --kv-cache-dtype */
     fr_sampler_params sp;
 } run_opts;
 
@@ -53,6 +54,7 @@ static fr_status parse(int argc, char **argv, bool logits, run_opts *o, fr_error
         if (!strcmp(a, "--ids")) { VAL(); o->ids_arg = v; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &o->threads, err); }
         else if (!strcmp(a, "--quantize-experts")) { VAL(); rc = parse_quantize(v, o, err); }
+        else if (!strcmp(a, "--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &o->kv_dtype, err); }
         else if (logits && !strcmp(a, "--out")) { VAL(); o->out = v; }
         else if (logits && !strcmp(a, "--decode-from")) { VAL(); rc = fr_arg_i64(a, v, 0, INT32_MAX, &o->decode_from, err); o->has_decode_from = true; }
         else if (!logits && (!strcmp(a, "-p") || !strcmp(a, "--prompt"))) { VAL(); o->prompt = v; }
@@ -113,13 +115,14 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
         if (c->ids[i] >= c->model->cfg.vocab_size)
             return fr_fail(err, FR_ERR_INVALID, "token id %d (position %lld) is outside the vocabulary [0, %lld)",
                            c->ids[i], (long long)i, (long long)c->model->cfg.vocab_size);
-    return fr_session_create(c->model, c->be, c->n_ids + extra_ctx, &c->sess, err);
+    const fr_session_opts so = {.max_ctx = c->n_ids + extra_ctx, .kv_dtype = o->kv_dtype};
+    return fr_session_create_opts(c->model, c->be, &so, &c->sess, err);
 }
 
 int fr_cmd_logits(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
-    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS] [--quantize-experts mxfp4]\n"), 2;
+    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS] [--quantize-experts mxfp4] [--kv-cache-dtype auto|fp8]\n"), 2;
     if (parse(argc, argv, true, &o, &err)) return fr_cli_error("logits", &err), 2;
     run_ctx c;
     fr_status rc = setup(&o, 0, &c, &err);
@@ -167,7 +170,7 @@ int fr_cmd_run(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
     if (argc < 2)
-        return fprintf(stderr, "usage: frontier run DIR (--ids 1,2,3 | -p TEXT [--chat]) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--quantize-experts mxfp4]\n"), 2;
+        return fprintf(stderr, "usage: frontier run DIR (--ids 1,2,3 | -p TEXT [--chat]) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--quantize-experts mxfp4] [--kv-cache-dtype auto|fp8]\n"), 2;
     if (parse(argc, argv, false, &o, &err)) return fr_cli_error("run", &err), 2;
     run_ctx c;
     fr_sampler smp = {0};

@@ -5,7 +5,9 @@
  *   logits = lm_head(RMSNorm(x))
  * with each "x += ...; h = RMSNorm(x)" done by the fused add_rmsnorm op. MLA
  * caches, per token and layer, the normalized latent c_kv and the roped k_pe
- * (shared/docs/ARCH.md 4.5-4.6) in the paged cache.
+ * (shared/docs/ARCH.md 4.5-4.6) in the paged cache, in the pool's dtype: the
+ * backend's kv_write op converts (FP8: quantizes) as it writes, and its attention
+ * ops read either dtype.
  *
  * A step carries the new tokens of several sequences, concatenated: everything
  * but attention is per token, so it runs once over all of them (the MoE then
@@ -95,6 +97,7 @@ static fr_status reserve(fr_forward *f, int64_t n, fr_error *err) {
 fr_status fr_forward_create(const fr_model *m, fr_backend *be, fr_kv_pool *pool, fr_forward **out, fr_error *err) {
     *out = NULL;
     if (!be->ops->copy_rows) return fr_fail(err, FR_ERR_UNSUPPORTED, "backend %s has no copy_rows op", be->ops->name);
+    if (!be->ops->kv_write) return fr_fail(err, FR_ERR_UNSUPPORTED, "backend %s has no kv_write op", be->ops->name);
     const fr_config *c = &m->cfg;
     if (c->dsa.enabled) {
         const char *missing = !be->ops->layernorm            ? "layernorm"
@@ -157,7 +160,7 @@ static fr_status indexer_forward(fr_forward *f, int l, const fr_seq_step *seqs, 
     TRY(op->matmul(be, f->ik, f->h, T, &L->idx_wk));
     TRY(op->layernorm(be, f->ik, f->ik, T, DI, DI, &L->idx_k_norm, &L->idx_k_bias, 1e-6f));
     TRY(rope(be, f->ik, T, 1, DI, 0, dr, f->positions, m->rope_freqs, m->rope_mscale));
-    TRY(op->copy_rows(be, f->pool->index_layer[l], f->slots, f->ik, NULL, T, DI));
+    TRY(op->kv_write(be, f->pool->index_layer[l], f->pool->dtype, f->slots, f->ik, T, DI, 0));
 
     bool any = false;
     for (int i = 0; i < n_seqs; i++) any |= seq_is_sparse(c, &seqs[i]);
@@ -173,7 +176,7 @@ static fr_status indexer_forward(fr_forward *f, int l, const fr_seq_step *seqs, 
             fr_dsa_layer dsa = {
                 .n_heads = (int)HI, .head_dim = (int)DI, .topk = f->sel_width,
                 .scale = (float)(1.0 / sqrt((double)HI * (double)DI)), .keys = f->pool->index_layer[l],
-                .blocks = s->blocks, .block_size = f->pool->block_size,
+                .kv_dtype = f->pool->dtype, .blocks = s->blocks, .block_size = f->pool->block_size,
             };
             TRY(op->dsa_select(be, f->sel + off * f->sel_width, f->iq + off * HI * DI, f->iw + off * HI, s->n,
                                s->pos, &dsa));
@@ -208,7 +211,7 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
     TRY(op->matmul(be, f->kv, f->h, T, &L->kv_a));
     TRY(op->rmsnorm(be, f->kv, f->kv, T, rkv, row, &L->kv_a_norm, c->rms_norm_eps));
     TRY(op->rope(be, f->kv + rkv, T, 1, row, 0, (int)dr, f->positions, m->rope_freqs, m->rope_mscale));
-    TRY(op->copy_rows(be, f->pool->layer[l], f->slots, f->kv, NULL, T, row));
+    TRY(op->kv_write(be, f->pool->layer[l], f->pool->dtype, f->slots, f->kv, T, rkv, dr));
     if (L->has_indexer) {
         fr_status rc = indexer_forward(f, l, seqs, n_seqs, T, err);
         if (rc) return rc;
@@ -221,8 +224,8 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
         const fr_seq_step *s = &seqs[i];
         fr_mla_layer mla = {
             .n_heads = (int)H, .nope = (int)dn, .rope = (int)dr, .v = (int)dv, .kv_lora = (int)rkv,
-            .scale = m->softmax_scale, .kv_b = &L->kv_b, .cache = f->pool->layer[l], .blocks = s->blocks,
-            .block_size = f->pool->block_size,
+            .scale = m->softmax_scale, .kv_b = &L->kv_b, .cache = f->pool->layer[l], .kv_dtype = f->pool->dtype,
+            .blocks = s->blocks, .block_size = f->pool->block_size,
         };
         const int64_t n_naive = s->n - s->n_absorbed;
         if (seq_is_sparse(c, s)) {
@@ -335,13 +338,21 @@ struct fr_session {
 #define SESSION_BLOCK 64
 
 fr_status fr_session_create(const fr_model *m, fr_backend *be, int64_t max_ctx, fr_session **out, fr_error *err) {
+    const fr_session_opts o = {.max_ctx = max_ctx, .kv_dtype = FR_KV_F32};
+    return fr_session_create_opts(m, be, &o, out, err);
+}
+
+fr_status fr_session_create_opts(const fr_model *m, fr_backend *be, const fr_session_opts *o, fr_session **out,
+                                 fr_error *err) {
     *out = NULL;
+    const int64_t max_ctx = o->max_ctx;
     if (max_ctx < 1) return fr_fail(err, FR_ERR_INVALID, "context size must be at least 1");
     if (max_ctx > INT32_MAX) return fr_fail(err, FR_ERR_INVALID, "context size %lld is too large", (long long)max_ctx);
     fr_session *s = calloc(1, sizeof *s);
     if (!s) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
     s->max_ctx = max_ctx;
-    fr_status rc = fr_kv_pool_create(m, be, (max_ctx + SESSION_BLOCK - 1) / SESSION_BLOCK, SESSION_BLOCK, &s->pool, err);
+    fr_status rc = fr_kv_pool_create_dtype(m, be, (max_ctx + SESSION_BLOCK - 1) / SESSION_BLOCK, SESSION_BLOCK,
+                                           o->kv_dtype, &s->pool, err);
     if (!rc) rc = fr_forward_create(m, be, s->pool, &s->fwd, err);
     if (!rc && fr_kv_seq_reserve(s->pool, &s->seq, max_ctx))
         rc = fr_fail(err, FR_ERR_NOMEM, "out of memory for a %lld-token KV cache", (long long)max_ctx);
@@ -362,6 +373,58 @@ void fr_session_free(fr_session *s) {
 }
 
 int64_t fr_session_pos(const fr_session *s) { return s->pos; }
+fr_kv_dtype fr_session_kv_dtype(const fr_session *s) { return s->pool->dtype; }
+
+/* Roughly unit-normal values (a sum of four uniforms): the scale of RMSNorm'd latents
+ * and LayerNorm'd indexer keys. */
+static void fill_random(float *x, int64_t n, uint64_t *st) {
+    for (int64_t i = 0; i < n; i++) {
+        float u = 0.0f;
+        for (int k = 0; k < 4; k++) {
+            *st ^= *st << 13, *st ^= *st >> 7, *st ^= *st << 17;
+            u += (float)(*st >> 40) * (1.0f / 16777216.0f);
+        }
+        x[i] = (u - 2.0f) * 1.7320508f;
+    }
+}
+
+fr_status fr_session_fill_synthetic(fr_session *s, int64_t n, uint64_t seed, fr_error *err) {
+    enum { CHUNK = 256 };
+    fr_kv_pool *p = s->pool;
+    fr_backend *be = p->be;
+    const fr_config *c = &s->fwd->m->cfg;
+    if (n < 0 || s->pos + n > s->max_ctx)
+        return fr_fail(err, FR_ERR_CAPACITY, "context full: %lld tokens cached + %lld synthetic > %lld",
+                       (long long)s->pos, (long long)n, (long long)s->max_ctx);
+    if (!be->ops->from_host)
+        return fr_fail(err, FR_ERR_UNSUPPORTED, "backend %s has no from_host op", be->ops->name);
+    const int64_t width = p->row > p->index_row ? p->row : p->index_row, bs = p->block_size;
+    float *host = malloc((size_t)(CHUNK * width) * sizeof *host);
+    int64_t *slots = malloc(CHUNK * sizeof *slots);
+    float *dev = be->ops->alloc(be, (size_t)(CHUNK * width) * sizeof *dev);
+    fr_status rc = host && slots && dev ? FR_OK : fr_fail(err, FR_ERR_NOMEM, "out of memory");
+    uint64_t st = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (int l = 0; l < p->n_layers && !rc; l++) {
+        for (int64_t t0 = s->pos; t0 < s->pos + n && !rc; t0 += CHUNK) {
+            const int64_t k = s->pos + n - t0 < CHUNK ? s->pos + n - t0 : CHUNK;
+            for (int64_t i = 0; i < k; i++) slots[i] = (int64_t)s->seq.blocks[(t0 + i) / bs] * bs + (t0 + i) % bs;
+            fill_random(host, k * p->row, &st);
+            rc = be->ops->from_host(be, dev, host, (size_t)(k * p->row));
+            if (!rc) rc = be->ops->kv_write(be, p->layer[l], p->dtype, slots, dev, k, c->kv_lora_rank,
+                                            c->qk_rope_head_dim);
+            if (!rc && p->index_layer && p->index_layer[l]) {
+                fill_random(host, k * p->index_row, &st);
+                rc = be->ops->from_host(be, dev, host, (size_t)(k * p->index_row));
+                if (!rc) rc = be->ops->kv_write(be, p->index_layer[l], p->dtype, slots, dev, k, p->index_row, 0);
+            }
+            if (rc) rc = fr_fail(err, rc, "synthetic context: backend %s failed to write layer %d", be->ops->name, l);
+        }
+    }
+    free(host), free(slots);
+    be->ops->free(be, dev);
+    if (!rc) s->pos += n;
+    return rc;
+}
 void fr_session_reset(fr_session *s) { s->pos = 0; }
 
 fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, float *logits,

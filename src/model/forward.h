@@ -41,12 +41,27 @@ fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, fl
 
 typedef struct fr_session fr_session;
 
-/* A session able to hold max_ctx tokens of context (its own cache pool). */
+typedef struct {
+    int64_t max_ctx;      /* tokens of context the session's own cache pool holds */
+    fr_kv_dtype kv_dtype; /* the cache's element format (FR_KV_F32: exact, the default) */
+} fr_session_opts;
+
+/* A session able to hold max_ctx tokens of context (its own float32 cache pool). */
 fr_status fr_session_create(const fr_model *m, fr_backend *be, int64_t max_ctx, fr_session **out, fr_error *err);
+/* The same with every option. */
+fr_status fr_session_create_opts(const fr_model *m, fr_backend *be, const fr_session_opts *o, fr_session **out,
+                                 fr_error *err);
 void fr_session_free(fr_session *s);
 
 /* Tokens already in the cache. */
 int64_t fr_session_pos(const fr_session *s);
+fr_kv_dtype fr_session_kv_dtype(const fr_session *s);
+/* Benchmarks only: append n tokens whose cache rows (latent and indexer keys, every layer)
+ * are random values of the scale real ones have, written through the backend's kv_write
+ * (so FP8 rows are quantized as usual), instead of running a prefill over n tokens. Decode
+ * after it costs what it would after a real prefill of that length; its outputs are
+ * meaningless. Needs the backend's from_host op. */
+fr_status fr_session_fill_synthetic(fr_session *s, int64_t n, uint64_t seed, fr_error *err);
 /* Forget the sequence (keeps the memory). */
 void fr_session_reset(fr_session *s);
 

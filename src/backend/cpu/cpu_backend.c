@@ -13,6 +13,7 @@
 
 #include "../backend.h"
 #include "cpu_dsa.h"
+#include "cpu_kv.h"
 #include "matmul.h"
 
 
@@ -111,12 +112,6 @@ static void softmax(float *p, int64_t m) {
     for (int64_t i = 0; i < m; i++) p[i] *= inv;
 }
 
-static float dot(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
 /* Prefill form: up-project every cached latent to per-head keys and values. */
 static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
                            const fr_mla_layer *L) {
@@ -125,11 +120,12 @@ static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n
     float *lat = malloc((size_t)T * r * sizeof *lat);
     float *kv = malloc((size_t)T * kvw * sizeof *kv);
     float *p = malloc((size_t)omp_get_max_threads() * T * sizeof *p);
-    if (!lat || !kv || !p) {
-        free(lat), free(kv), free(p);
+    float *pe = malloc((size_t)T * dr * sizeof *pe), *tmp = malloc((size_t)row * sizeof *tmp);
+    if (!lat || !pe || !kv || !p || !tmp) {
+        free(lat), free(pe), free(kv), free(p), free(tmp);
         return FR_ERR_NOMEM;
     }
-    for (int64_t s = 0; s < T; s++) memcpy(lat + s * r, L->cache + fr_mla_slot(L, s) * row, (size_t)r * sizeof *lat);
+    fr_cpu_mla_gather(L, NULL, T, lat, pe, tmp);
     cpu_matmul(be, kv, lat, T, L->kv_b); /* [T, H * (dn + dv)]: per head k_nope then v */
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t t = 0; t < n; t++) {
@@ -139,8 +135,7 @@ static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n
             const int64_t m = pos0 + t + 1; /* causal: keys 0..pos0+t */
             for (int64_t s = 0; s < m; s++) {
                 const float *k = kv + s * kvw + (int64_t)h * (dn + dv);
-                const float *kpe = L->cache + fr_mla_slot(L, s) * row + r;
-                pt[s] = L->scale * (dot(qh, k, dn) + dot(qh + dn, kpe, dr));
+                pt[s] = L->scale * (fr_cpu_dot(qh, k, dn) + fr_cpu_dot(qh + dn, pe + s * dr, dr));
             }
             softmax(pt, m);
             float *o = out + t * (int64_t)H * dv + (int64_t)h * dv;
@@ -151,51 +146,91 @@ static fr_status mla_naive(fr_backend *be, float *out, const float *q, int64_t n
             }
         }
     }
-    free(lat), free(kv), free(p);
+    free(lat), free(pe), free(kv), free(p), free(tmp);
     return FR_OK;
 }
 
 /* Decode form: absorb W_UK into the query and W_UV into the output; attend over the
- * latent directly (an MQA with one shared (r + dr)-wide key and r-wide value). */
+ * latent directly (an MQA with one shared (r + dr)-wide key and r-wide value).
+ *
+ * Every head reads the same cached rows, so each thread takes a share of the heads and
+ * walks the keys in blocks, all of its heads over one block before the next: a row comes
+ * from memory once per thread and pass instead of once per head (at 32k tokens a layer's
+ * float32 latent is 75 MB, far past the caches). Per head the arithmetic and its order are
+ * the per-head loop's. */
+#define ABSORBED_KEY_BLOCK 64
 static fr_status mla_absorbed(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
                               const fr_mla_layer *L) {
     const int H = L->n_heads, dn = L->nope, dr = L->rope, dv = L->v, r = L->kv_lora;
-    const int64_t T = pos0 + n, row = r + dr, qw = dn + dr;
-    const int nt = omp_get_max_threads();
-    float *scratch = malloc((size_t)nt * (T + 2 * (size_t)r) * sizeof *scratch);
-    if (!scratch) return FR_ERR_NOMEM;
+    const int64_t T = pos0 + n, qw = dn + dr;
+    /* scores [H, T], q_lat and o_lat [H, r] of the token in hand */
+    float *p = malloc((size_t)H * (size_t)(T + 2 * (int64_t)r) * sizeof *p);
+    if (!p) return FR_ERR_NOMEM;
+    float *qlat = p + (int64_t)H * T, *olat = qlat + (int64_t)H * r;
     be->weight_bytes_read += (uint64_t)fr_weight_bytes(L->kv_b);
-#pragma omp parallel for collapse(2) schedule(static)
     for (int64_t t = 0; t < n; t++) {
-        for (int h = 0; h < H; h++) {
-            float *pt = scratch + (int64_t)omp_get_thread_num() * (T + 2 * r);
-            float *qlat = pt + T, *olat = qlat + r;
-            const float *qh = q + (t * H + h) * qw;
-            fr_weight uk = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv), dn);
-            fr_weight uv = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
-            fr_cpu_matmul_t(qlat, qh, 1, &uk); /* q_lat = W_UK[h]ᵀ q_nope */
-            const int64_t m = pos0 + t + 1;
-            for (int64_t s = 0; s < m; s++) {
-                const float *c = L->cache + fr_mla_slot(L, s) * row;
-                pt[s] = L->scale * (dot(qlat, c, r) + dot(qh + dn, c + r, dr));
+        const int64_t m = pos0 + t + 1; /* causal: keys 0 .. pos0+t */
+#pragma omp parallel
+        {
+            const int nth = omp_get_num_threads(), th = omp_get_thread_num();
+            const int h0 = (int)((int64_t)H * th / nth), h1 = (int)((int64_t)H * (th + 1) / nth);
+            for (int h = h0; h < h1; h++) {
+                fr_weight uk = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv), dn);
+                fr_cpu_matmul_t(qlat + (int64_t)h * r, q + (t * H + h) * qw, 1, &uk); /* q_lat = W_UK[h]ᵀ q_nope */
             }
-            softmax(pt, m);
-            for (int j = 0; j < r; j++) olat[j] = 0.0f;
-            for (int64_t s = 0; s < m; s++) {
-                const float *c = L->cache + fr_mla_slot(L, s) * row;
-                const float ps = pt[s];
-                for (int j = 0; j < r; j++) olat[j] += ps * c[j];
+            for (int64_t s0 = 0; s0 < m; s0 += ABSORBED_KEY_BLOCK) {
+                const int64_t s1 = s0 + ABSORBED_KEY_BLOCK < m ? s0 + ABSORBED_KEY_BLOCK : m;
+                for (int h = h0; h < h1; h++) {
+                    const float *qh = q + (t * H + h) * qw, *ql = qlat + (int64_t)h * r;
+                    float *ph = p + (int64_t)h * T;
+                    for (int64_t s = s0; s < s1; s++) ph[s] = L->scale * fr_cpu_mla_score(L, s, ql, qh + dn);
+                }
             }
-            fr_cpu_matmul(out + t * (int64_t)H * dv + (int64_t)h * dv, olat, 1, &uv); /* o = W_UV[h] o_lat */
+            for (int h = h0; h < h1; h++) {
+                softmax(p + (int64_t)h * T, m);
+                for (int j = 0; j < r; j++) olat[(int64_t)h * r + j] = 0.0f;
+            }
+            for (int64_t s0 = 0; s0 < m; s0 += ABSORBED_KEY_BLOCK) {
+                const int64_t s1 = s0 + ABSORBED_KEY_BLOCK < m ? s0 + ABSORBED_KEY_BLOCK : m;
+                for (int h = h0; h < h1; h++)
+                    for (int64_t s = s0; s < s1; s++)
+                        fr_cpu_mla_accum(L, s, p[(int64_t)h * T + s], olat + (int64_t)h * r);
+            }
+            for (int h = h0; h < h1; h++) {
+                fr_weight uv = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
+                fr_cpu_matmul(out + t * (int64_t)H * dv + (int64_t)h * dv, olat + (int64_t)h * r, 1,
+                              &uv); /* o = W_UV[h] o_lat */
+            }
         }
     }
-    free(scratch);
+    free(p);
     return FR_OK;
 }
 
+/* The attention and indexer ops add their wall time to the backend's counters (what
+ * `frontier bench --context` splits a decode step by). */
 static fr_status cpu_mla_attention(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
                                    const fr_mla_layer *L, bool absorbed) {
-    return absorbed ? mla_absorbed(be, out, q, n, pos0, L) : mla_naive(be, out, q, n, pos0, L);
+    const double t0 = omp_get_wtime();
+    fr_status rc = absorbed ? mla_absorbed(be, out, q, n, pos0, L) : mla_naive(be, out, q, n, pos0, L);
+    be->attention_s += omp_get_wtime() - t0;
+    return rc;
+}
+
+static fr_status cpu_mla_sparse_attention(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
+                                          const fr_mla_layer *L, const int32_t *sel, int sel_width, bool absorbed) {
+    const double t0 = omp_get_wtime();
+    fr_status rc = fr_cpu_mla_sparse_attention(be, out, q, n, pos0, L, sel, sel_width, absorbed);
+    be->attention_s += omp_get_wtime() - t0;
+    return rc;
+}
+
+static fr_status cpu_dsa_select(fr_backend *be, int32_t *sel, const float *q, const float *w, int64_t n, int64_t pos0,
+                                const fr_dsa_layer *L) {
+    const double t0 = omp_get_wtime();
+    fr_status rc = fr_cpu_dsa_select(be, sel, q, w, n, pos0, L);
+    be->indexer_s += omp_get_wtime() - t0;
+    return rc;
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -284,9 +319,29 @@ static fr_status cpu_copy_rows(fr_backend *be, float *dst, const int64_t *dst_ro
     return FR_OK;
 }
 
+static fr_status cpu_kv_write(fr_backend *be, void *cache, fr_kv_dtype dt, const int64_t *dst_rows, const float *src,
+                              int64_t n, int64_t n_lat, int64_t n_rope) {
+    (void)be;
+    const int64_t w = n_lat + n_rope, rb = fr_kv_row_bytes(dt, n_lat, n_rope);
+    uint8_t *base = cache;
+    if (dt == FR_KV_F32) {
+        for (int64_t i = 0; i < n; i++) memcpy(base + dst_rows[i] * rb, src + i * w, (size_t)rb);
+        return FR_OK;
+    }
+    if (dt != FR_KV_FP8) return FR_ERR_INVALID;
+    for (int64_t i = 0; i < n; i++) fr_kv_fp8_encode(src + i * w, n_lat, n_rope, base + dst_rows[i] * rb);
+    return FR_OK;
+}
+
 static fr_status cpu_to_host(fr_backend *be, float *host, const float *src, size_t n) {
     (void)be;
     if (host != src) memcpy(host, src, n * sizeof *host);
+    return FR_OK;
+}
+
+static fr_status cpu_from_host(fr_backend *be, float *dst, const float *host, size_t n) {
+    (void)be;
+    if (dst != host) memcpy(dst, host, n * sizeof *dst);
     return FR_OK;
 }
 
@@ -306,12 +361,14 @@ static const fr_backend_ops cpu_ops = {
     .moe = cpu_moe,
     .mlp = cpu_mlp,
     .copy_rows = cpu_copy_rows,
+    .kv_write = cpu_kv_write,
     .to_host = cpu_to_host,
+    .from_host = cpu_from_host,
     .all_reduce = NULL,
     .layernorm = fr_cpu_layernorm,
     .rope_half = fr_cpu_rope_half,
-    .dsa_select = fr_cpu_dsa_select,
-    .mla_sparse_attention = fr_cpu_mla_sparse_attention,
+    .dsa_select = cpu_dsa_select,
+    .mla_sparse_attention = cpu_mla_sparse_attention,
 };
 
 fr_status fr_cpu_backend_create(int n_threads, fr_backend **out, fr_error *err) {

@@ -3,7 +3,7 @@
  * The indexer's own pieces (LayerNorm with bias, half-split RoPE), its scoring and
  * top-k over the paged key cache, and MLA over the chosen tokens in both the prefill
  * (up-projecting) and the absorbed (decode) form. Float32 like the rest of the CPU
- * backend; work is split over (token, head) or tokens with OpenMP, scratch memory is
+ * backend, over cache rows of either dtype (read through cpu_kv.h); work is split over (token, head) or tokens with OpenMP, scratch memory is
  * per thread. Selections hold sequence positions, so a "shared" layer can attend
  * with another layer's selection through its own pages. */
 #include "cpu_dsa.h"
@@ -13,13 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_kv.h"
 #include "matmul.h"
-
-static float dotf(const float *a, const float *b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
 
 /* Vector weight w (a 1 x dim view) as float32. */
 static void vec_to_f32(const fr_weight *w, int64_t dim, float *out) {
@@ -106,16 +101,56 @@ static void top_k(const float *score, int64_t m, int k, int32_t *out) {
     qsort(out, (size_t)k, sizeof *out, cmp_i32);
 }
 
+/* Index scores of keys [s0, s1) for one query token (q: [H_I, D_I], w: [H_I]). */
+static void score_keys(const fr_dsa_layer *L, const float *qt, const float *wt, int64_t s0, int64_t s1, float *score,
+                       float *ktmp) {
+    const int HI = L->n_heads, DI = L->head_dim;
+    for (int64_t s = s0; s < s1; s++) {
+        const float *k = fr_dsa_key(L, s, ktmp);
+        float acc = 0.0f;
+        for (int h = 0; h < HI; h++) {
+            const float d = fr_cpu_dot(qt + (int64_t)h * DI, k, DI);
+            if (d > 0.0f) acc += wt[h] * d; /* ReLU before the per-head weight */
+        }
+        score[s] = acc * L->scale;
+    }
+}
+
 fr_status fr_cpu_dsa_select(fr_backend *be, int32_t *sel, const float *q, const float *w, int64_t n, int64_t pos0,
                             const fr_dsa_layer *L) {
     (void)be;
-    const int HI = L->n_heads, DI = L->head_dim, K = L->topk;
+    const int HI = L->n_heads, DI = L->head_dim, K = L->topk, nt = omp_get_max_threads();
     const int64_t T = pos0 + n;
     int failed = 0;
+    if (n < nt) {
+        /* Few query tokens (decode): split each token's keys over the threads instead, or
+         * one thread would score a long context alone. The same scores either way. */
+        float *score = malloc((size_t)T * sizeof *score);
+        float *ktmp = malloc((size_t)nt * DI * sizeof *ktmp);
+        for (int64_t t = 0; t < n && score && ktmp; t++) {
+            int32_t *row = sel + t * K;
+            const int64_t m = pos0 + t + 1;
+            if (m <= K) {
+                for (int64_t s = 0; s < K; s++) row[s] = s < m ? (int32_t)s : -1;
+                continue;
+            }
+            const float *qt = q + t * (int64_t)HI * DI, *wt = w + t * (int64_t)HI;
+#pragma omp parallel
+            {
+                const int64_t th = omp_get_thread_num(), nth = omp_get_num_threads();
+                score_keys(L, qt, wt, m * th / nth, m * (th + 1) / nth, score, ktmp + th * DI);
+            }
+            top_k(score, m, K, row);
+        }
+        failed = !score || !ktmp;
+        free(score), free(ktmp);
+        return failed ? FR_ERR_NOMEM : FR_OK;
+    }
 #pragma omp parallel
     {
         float *score = malloc((size_t)T * sizeof *score);
-        if (!score) {
+        float *ktmp = malloc((size_t)DI * sizeof *ktmp); /* an FP8 key, decoded */
+        if (!score || !ktmp) {
 #pragma omp atomic write
             failed = 1;
         }
@@ -127,20 +162,11 @@ fr_status fr_cpu_dsa_select(fr_backend *be, int32_t *sel, const float *q, const 
                 for (int64_t s = 0; s < K; s++) row[s] = s < m ? (int32_t)s : -1;
                 continue;
             }
-            if (!score) continue;
-            const float *qt = q + t * (int64_t)HI * DI, *wt = w + t * (int64_t)HI;
-            for (int64_t s = 0; s < m; s++) {
-                const float *k = L->keys + fr_dsa_slot(L, s) * DI;
-                float acc = 0.0f;
-                for (int h = 0; h < HI; h++) {
-                    const float d = dotf(qt + (int64_t)h * DI, k, DI);
-                    if (d > 0.0f) acc += wt[h] * d; /* ReLU before the per-head weight */
-                }
-                score[s] = acc * L->scale;
-            }
+            if (!score || !ktmp) continue;
+            score_keys(L, q + t * (int64_t)HI * DI, w + t * (int64_t)HI, 0, m, score, ktmp);
             top_k(score, m, K, row);
         }
-        free(score);
+        free(score), free(ktmp);
     }
     return failed ? FR_ERR_NOMEM : FR_OK;
 }
@@ -171,11 +197,11 @@ static void softmax(float *p, int m) {
 static fr_status sparse_naive(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
                               const fr_mla_layer *L, const int32_t *sel, int width) {
     const int H = L->n_heads, dn = L->nope, dr = L->rope, dv = L->v, r = L->kv_lora;
-    const int64_t T = pos0 + n, row = r + dr, kvw = (int64_t)H * (dn + dv), qw = dn + dr;
+    const int64_t T = pos0 + n, kvw = (int64_t)H * (dn + dv), qw = dn + dr;
     fr_status rc = FR_ERR_NOMEM;
     int64_t *uidx = malloc((size_t)T * sizeof *uidx); /* position -> row of the up-projection, or -1 */
     int64_t *upos = malloc((size_t)T * sizeof *upos); /* row of the up-projection -> position */
-    float *lat = NULL, *kv = NULL, *p = NULL;
+    float *lat = NULL, *pe = NULL, *kv = NULL, *p = NULL, *tmp = NULL;
     if (!uidx || !upos) goto out;
     for (int64_t s = 0; s < T; s++) uidx[s] = -1;
     for (int64_t t = 0; t < n; t++) {
@@ -186,10 +212,12 @@ static fr_status sparse_naive(fr_backend *be, float *out, const float *q, int64_
     for (int64_t s = 0; s < T; s++)
         if (uidx[s] == 0) upos[U] = s, uidx[s] = U++;
     lat = malloc((size_t)(U ? U : 1) * r * sizeof *lat);
+    pe = malloc((size_t)(U ? U : 1) * dr * sizeof *pe);
     kv = malloc((size_t)(U ? U : 1) * kvw * sizeof *kv);
     p = malloc((size_t)omp_get_max_threads() * (width ? width : 1) * sizeof *p);
-    if (!lat || !kv || !p) goto out;
-    for (int64_t u = 0; u < U; u++) memcpy(lat + u * r, L->cache + fr_mla_slot(L, upos[u]) * row, (size_t)r * sizeof *lat);
+    tmp = malloc((size_t)(r + dr) * sizeof *tmp);
+    if (!lat || !pe || !kv || !p || !tmp) goto out;
+    fr_cpu_mla_gather(L, upos, U, lat, pe, tmp);
     be->weight_bytes_read += (uint64_t)fr_weight_bytes(L->kv_b);
     if (U) fr_cpu_matmul(kv, lat, U, L->kv_b); /* [U, H * (dn + dv)]: per head k_nope then v */
 #pragma omp parallel for collapse(2) schedule(static)
@@ -204,8 +232,7 @@ static fr_status sparse_naive(fr_backend *be, float *out, const float *q, int64_
             if (!c) continue;
             for (int j = 0; j < c; j++) {
                 const float *k = kv + uidx[rw[j]] * kvw + (int64_t)h * (dn + dv);
-                const float *kpe = L->cache + fr_mla_slot(L, rw[j]) * row + r;
-                pt[j] = L->scale * (dotf(qh, k, dn) + dotf(qh + dn, kpe, dr));
+                pt[j] = L->scale * (fr_cpu_dot(qh, k, dn) + fr_cpu_dot(qh + dn, pe + uidx[rw[j]] * dr, dr));
             }
             softmax(pt, c);
             for (int j = 0; j < c; j++) {
@@ -216,7 +243,7 @@ static fr_status sparse_naive(fr_backend *be, float *out, const float *q, int64_
     }
     rc = FR_OK;
 out:
-    free(uidx), free(upos), free(lat), free(kv), free(p);
+    free(uidx), free(upos), free(lat), free(pe), free(kv), free(p), free(tmp);
     return rc;
 }
 
@@ -225,7 +252,7 @@ out:
 static fr_status sparse_absorbed(fr_backend *be, float *out, const float *q, int64_t n, const fr_mla_layer *L,
                                  const int32_t *sel, int width) {
     const int H = L->n_heads, dn = L->nope, dr = L->rope, dv = L->v, r = L->kv_lora;
-    const int64_t row = r + dr, qw = dn + dr, per = (int64_t)width + 2 * r;
+    const int64_t qw = dn + dr, per = (int64_t)width + 2 * r;
     float *scratch = malloc((size_t)omp_get_max_threads() * per * sizeof *scratch);
     if (!scratch) return FR_ERR_NOMEM;
     be->weight_bytes_read += (uint64_t)fr_weight_bytes(L->kv_b);
@@ -245,17 +272,10 @@ static fr_status sparse_absorbed(fr_backend *be, float *out, const float *q, int
             fr_weight uk = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv), dn);
             fr_weight uv = fr_weight_rows(L->kv_b, (int64_t)h * (dn + dv) + dn, dv);
             fr_cpu_matmul_t(qlat, qh, 1, &uk); /* q_lat = W_UK[h]ᵀ q_nope */
-            for (int j = 0; j < c; j++) {
-                const float *kc = L->cache + fr_mla_slot(L, rw[j]) * row;
-                pt[j] = L->scale * (dotf(qlat, kc, r) + dotf(qh + dn, kc + r, dr));
-            }
+            for (int j = 0; j < c; j++) pt[j] = L->scale * fr_cpu_mla_score(L, rw[j], qlat, qh + dn);
             softmax(pt, c);
             for (int i = 0; i < r; i++) olat[i] = 0.0f;
-            for (int j = 0; j < c; j++) {
-                const float *kc = L->cache + fr_mla_slot(L, rw[j]) * row;
-                const float ps = pt[j];
-                for (int i = 0; i < r; i++) olat[i] += ps * kc[i];
-            }
+            for (int j = 0; j < c; j++) fr_cpu_mla_accum(L, rw[j], pt[j], olat);
             fr_cpu_matmul(o, olat, 1, &uv); /* o = W_UV[h] o_lat */
         }
     }
