@@ -23,8 +23,8 @@
 
 #define USAGE                                                                                                  \
     "usage: frontier serve DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--served-model-name NAME]\n" \
-    "         [--max-num-seqs 64] [--max-model-len N] [--kv-cache-memory GB] [--max-queue 256]\n"             \
-    "         [--max-batched-tokens 512] [-t THREADS] [--quantize-experts mxfp4] [--shutdown-timeout 30]\n"   \
+    "         [--max-num-seqs 64] [--max-model-len N] [--kv-cache-memory GB] [--kv-cache-dtype auto|fp8]\n"             \
+    "         [--max-queue 256] [--max-batched-tokens 512] [-t THREADS] [--quantize-experts mxfp4] [--shutdown-timeout 30]\n"   \
     "         [--max-body-mb 32] [--timeout 600]\n"
 
 typedef struct {
@@ -32,6 +32,7 @@ typedef struct {
     int64_t port, max_num_seqs, max_model_len, max_queue, max_batched, threads, body_mb, timeout;
     float kv_gb, shutdown_timeout;
     bool quantize_experts;
+    fr_kv_dtype kv_dtype;
 } serve_opts;
 
 static bool is_any(const char *a, const char *const *names) {
@@ -65,6 +66,7 @@ static fr_status parse(int argc, char **argv, serve_opts *o, fr_error *err) {
         else if (IS("--max-num-seqs", "-np", "--parallel")) { VAL(); rc = fr_arg_i64(a, v, 1, 4096, &o->max_num_seqs, err); }
         else if (IS("--max-model-len", "-c", "--ctx-size")) { VAL(); rc = fr_arg_i64(a, v, 0, INT32_MAX, &o->max_model_len, err); }
         else if (IS("--kv-cache-memory")) { VAL(); rc = fr_arg_f32(a, v, 0.001f, 1e6f, &o->kv_gb, err); }
+        else if (IS("--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &o->kv_dtype, err); }
         else if (IS("--max-queue", "--max-num-queued-reqs")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &o->max_queue, err); }
         else if (IS("--max-batched-tokens", "--max-num-batched-tokens")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 24, &o->max_batched, err); }
         else if (IS("-t", "--threads")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &o->threads, err); }
@@ -183,8 +185,9 @@ int fr_cmd_serve(int argc, char **argv) {
     if (o.max_model_len) eo.max_model_len = o.max_model_len;
     if (o.max_queue) eo.max_queue = (int)o.max_queue;
     if (o.max_batched) eo.max_batched_tokens = o.max_batched;
+    eo.kv_cache_dtype = o.kv_dtype;
     if (o.kv_gb > 0) {
-        int64_t per_tok = fr_engine_kv_bytes_per_token(model);
+        int64_t per_tok = fr_engine_kv_bytes_per_token(model, o.kv_dtype);
         eo.kv_cache_tokens = per_tok > 0 ? (int64_t)((double)o.kv_gb * (1 << 30) / (double)per_tok) : 0;
         if (eo.kv_cache_tokens < 1) {
             rc = fr_fail(&err, FR_ERR_INVALID, "--kv-cache-memory %g GB holds no token (%lld bytes per token)",

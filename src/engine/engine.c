@@ -81,13 +81,7 @@ fr_engine_opts fr_engine_opts_default(void) {
                             .max_batched_tokens = 512, .block_size = 16};
 }
 
-int64_t fr_engine_kv_bytes_per_token(const fr_model *m) {
-    const fr_config *c = &m->cfg;
-    int64_t floats = (int64_t)c->n_layers * (c->kv_lora_rank + c->qk_rope_head_dim);
-    for (int l = 0; l < c->n_layers; l++) /* DSA: an indexer key per layer that has an indexer */
-        if (m->layers[l].has_indexer) floats += c->dsa.head_dim;
-    return floats * (int64_t)sizeof(float);
-}
+int64_t fr_engine_kv_bytes_per_token(const fr_model *m, fr_kv_dtype dtype) { return fr_kv_bytes_per_token(m, dtype); }
 
 int64_t fr_engine_max_model_len(const fr_engine *e) { return e->max_model_len; }
 
@@ -544,6 +538,7 @@ fr_status fr_engine_create(const fr_model *m, fr_backend *be, const fr_engine_op
     if (in.max_batched_tokens) o.max_batched_tokens = in.max_batched_tokens;
     if (in.block_size) o.block_size = in.block_size;
     o.max_model_len = in.max_model_len;
+    o.kv_cache_dtype = in.kv_cache_dtype;
     int64_t model_max = m->cfg.max_position_embeddings > 0 ? m->cfg.max_position_embeddings : INT32_MAX;
     if (!o.max_model_len) o.max_model_len = o.kv_cache_tokens < model_max ? o.kv_cache_tokens : model_max;
     if (o.max_model_len < 2) return fr_fail(err, FR_ERR_INVALID, "max_model_len must be at least 2");
@@ -557,8 +552,8 @@ fr_status fr_engine_create(const fr_model *m, fr_backend *be, const fr_engine_op
     e->m = m, e->be = be, e->o = o, e->max_model_len = o.max_model_len;
     const int64_t V = m->cfg.vocab_size;
     fr_sampler_params sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = 0};
-    fr_status rc = fr_kv_pool_create(m, be, (o.kv_cache_tokens + o.block_size - 1) / o.block_size, o.block_size,
-                                     &e->pool, err);
+    fr_status rc = fr_kv_pool_create_dtype(m, be, (o.kv_cache_tokens + o.block_size - 1) / o.block_size,
+                                           o.block_size, o.kv_cache_dtype, &e->pool, err);
     if (!rc) rc = fr_forward_create(m, be, e->pool, &e->fwd, err);
     if (!rc) rc = fr_sampler_init(&e->smp, &sp, V, err);
     if (!rc) {

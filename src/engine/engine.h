@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "../core/status.h"
+#include "../model/kv_cache.h"
 #include "../model/model.h"
 
 #define FR_MAX_TOP_LOGPROBS 20
@@ -73,12 +74,13 @@ typedef struct {
     int max_queue;              /* waiting requests before submit answers FR_ERR_BUSY (default 256) */
     int64_t max_batched_tokens; /* tokens per step: decodes + prefill chunks (default 512) */
     int block_size;             /* tokens per KV block (default 16) */
+    fr_kv_dtype kv_cache_dtype; /* FR_KV_F32 (default, exact) or FR_KV_FP8 (kv_cache.h) */
 } fr_engine_opts;
 
 /* Zeroes in opts mean the defaults above. */
 fr_engine_opts fr_engine_opts_default(void);
-/* Bytes of KV cache one token takes in this model (all layers). */
-int64_t fr_engine_kv_bytes_per_token(const fr_model *m);
+/* Bytes of KV cache one token takes in this model (all layers) with this cache dtype. */
+int64_t fr_engine_kv_bytes_per_token(const fr_model *m, fr_kv_dtype dtype);
 
 typedef struct fr_engine fr_engine;
 

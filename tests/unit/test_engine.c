@@ -64,14 +64,15 @@ static void result_init(result *r) {
 }
 
 /* The `frontier run` loop: prefill the prompt, then one token at a time. */
-static int reference(const fr_model *m, fr_backend *be, const int32_t *prompt, int n, int n_gen,
+static int reference(const fr_model *m, fr_backend *be, fr_kv_dtype kv, const int32_t *prompt, int n, int n_gen,
                      const fr_sampler_params *sp, int32_t *out) {
     fr_error err;
     fr_session *s;
     fr_sampler smp;
     const int64_t V = m->cfg.vocab_size;
     float *logits = malloc((size_t)V * sizeof *logits);
-    if (fr_session_create(m, be, n + n_gen, &s, &err) || fr_sampler_init(&smp, sp, V, &err)) return -1;
+    fr_session_opts so = {.max_ctx = n + n_gen, .kv_dtype = kv};
+    if (fr_session_create_opts(m, be, &so, &s, &err) || fr_sampler_init(&smp, sp, V, &err)) return -1;
     fr_session_eval(s, prompt, n, FR_ATTN_AUTO, logits, false, &err);
     for (int i = 0; i < n_gen; i++) {
         out[i] = fr_sampler_sample(&smp, logits);
@@ -117,7 +118,7 @@ static void batch_matches_reference(const fr_model *m, fr_backend *be, fr_engine
         int32_t want[MAXGEN];
         fr_sampler_params sp = {.temperature = gp.temperature, .top_k = 0, .top_p = gp.top_p, .min_p = 0.0f,
                                 .seed = 1000 + (uint64_t)i};
-        reference(m, be, prompts[i], lens[i], MAXGEN, &sp, want);
+        reference(m, be, o.kv_cache_dtype, prompts[i], lens[i], MAXGEN, &sp, want);
         bool eq = res[i].n == MAXGEN && res[i].finish == FR_FINISH_LENGTH && !memcmp(want, res[i].toks, sizeof want);
         same += eq;
         if (!eq) fprintf(stderr, "%s: request %d (prompt %d tokens) differs from the one-sequence run\n", what, i, lens[i]);
@@ -151,6 +152,9 @@ int main(void) {
     o = fr_engine_opts_default();
     o.max_num_seqs = 3;
     batch_matches_reference(m, be, o, true, "sampled, 3 at a time");
+    o = fr_engine_opts_default();
+    o.kv_cache_dtype = FR_KV_FP8, o.max_batched_tokens = 16;
+    batch_matches_reference(m, be, o, false, "greedy, FP8 cache, 16-token chunks");
 
     /* abort, queue limit, stop ids, logprobs, parameter checks */
     o = fr_engine_opts_default();
