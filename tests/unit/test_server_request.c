@@ -81,6 +81,11 @@ static void test_completions(void) {
     bad("{\"prompt\":\"a\",\"max_tokens\":0}", SRV_API_COMPLETIONS, "max_tokens");
     bad("{\"prompt\":\"a\",\"max_tokens\":1.5}", SRV_API_COMPLETIONS, "max_tokens");
     bad("{\"prompt\":\"a\",\"max_tokens\":\"9\"}", SRV_API_COMPLETIONS, "max_tokens");
+    /* 2^63 and beyond: refused before any conversion to int64 could overflow */
+    bad("{\"prompt\":\"a\",\"max_tokens\":9223372036854775808}", SRV_API_COMPLETIONS, "max_tokens");
+    bad("{\"prompt\":\"a\",\"max_tokens\":1e300}", SRV_API_COMPLETIONS, "max_tokens");
+    bad("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_completion_tokens\":9223372036854775808}",
+        SRV_API_CHAT, "max_completion_tokens");
     bad("{\"prompt\":\"a\",\"temperature\":2.5}", SRV_API_COMPLETIONS, "temperature");
     bad("{\"prompt\":\"a\",\"temperature\":-0.1}", SRV_API_COMPLETIONS, "temperature");
     bad("{\"prompt\":\"a\",\"top_p\":0}", SRV_API_COMPLETIONS, "top_p");
