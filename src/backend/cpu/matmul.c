@@ -374,7 +374,7 @@ static AI T512 void mv_range512_dt(fr_dtype dt, const fr_weight *w, const float 
  * whether it runs alone (matvec) or with others: batching decode steps of several
  * sequences does not change any sequence's numbers. */
 static AI T512 void mvn_group512(fr_dtype dt, int R, int NT, const fr_weight *w, const float *x, float *y,
-                                 int64_t r0) {
+                                 int64_t r0, bool pf) {
     const bool f8 = dt == FR_DTYPE_F8_E4M3;
     const int64_t K = w->cols, seg = seg_len(w), ldy = w->rows;
     const uint8_t *wp[2];
@@ -396,6 +396,8 @@ static AI T512 void mvn_group512(fr_dtype dt, int R, int NT, const fr_weight *w,
             for (int t = 0; t < NT; t++) a[i][t] = b[i][t] = _mm512_setzero_ps();
         int64_t c = c0;
         for (; c + 32 <= c1; c += 32) {
+            /* the first token group streams the rows from memory: prefetch as the matvec does */
+            if (pf) prefetch_rows(wp, R, c, esize(dt), 32);
             /* both rows' weights widened first, so each x vector is loaded once */
             __m512 w0[2], w1[2];
 #pragma GCC unroll 2
@@ -468,11 +470,12 @@ static AI T512 void mvn_range512_dt(fr_dtype dt, const fr_weight *w, const float
             const int nt = (int)min64(3, n - t);
             const float *xt = x + t * K;
             float *yt = y + t * ldy;
+            const bool pf = t == 0;
             for (int64_t r = rb; r < rb_end; r += 2) {
                 const bool two = r + 2 <= rb_end;
-                if (nt == 3) two ? mvn_group512(dt, 2, 3, w, xt, yt, r) : mvn_group512(dt, 1, 3, w, xt, yt, r);
-                else if (nt == 2) two ? mvn_group512(dt, 2, 2, w, xt, yt, r) : mvn_group512(dt, 1, 2, w, xt, yt, r);
-                else two ? mvn_group512(dt, 2, 1, w, xt, yt, r) : mvn_group512(dt, 1, 1, w, xt, yt, r);
+                if (nt == 3) two ? mvn_group512(dt, 2, 3, w, xt, yt, r, pf) : mvn_group512(dt, 1, 3, w, xt, yt, r, pf);
+                else if (nt == 2) two ? mvn_group512(dt, 2, 2, w, xt, yt, r, pf) : mvn_group512(dt, 1, 2, w, xt, yt, r, pf);
+                else two ? mvn_group512(dt, 2, 1, w, xt, yt, r, pf) : mvn_group512(dt, 1, 1, w, xt, yt, r, pf);
             }
         }
     }
