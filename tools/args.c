@@ -82,3 +82,21 @@ int fr_cli_error(const char *cmd, const fr_error *err) {
     fprintf(stderr, "frontier %s: %s\n", cmd, err->msg);
     return 1;
 }
+
+fr_status fr_arg_list_i64(const char *what, const char *s, int64_t lo, int64_t hi, int64_t *out, int cap, int *n,
+                          fr_error *err) {
+    *n = 0;
+    for (const char *p = s;;) {
+        const char *comma = strchr(p, ',');
+        char one[32];
+        const size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (*n == cap || len == 0 || len >= sizeof one)
+            return fr_fail(err, FR_ERR_INVALID, "%s wants a list of at most %d numbers like 1,4,16", what, cap);
+        memcpy(one, p, len);
+        one[len] = 0;
+        fr_status rc = fr_arg_i64(what, one, lo, hi, &out[(*n)++], err);
+        if (rc) return rc;
+        if (!comma) return FR_OK;
+        p = comma + 1;
+    }
+}

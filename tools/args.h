@@ -16,6 +16,10 @@ fr_status fr_arg_u64(const char *what, const char *s, uint64_t *out, fr_error *e
 /* "1,2,3" -> malloc'd ids (caller frees); at most FR_MAX_PROMPT_IDS, each in [0, INT32_MAX]. */
 fr_status fr_arg_ids(const char *s, int32_t **ids, int64_t *n, fr_error *err);
 
+/* "1,4,16" -> at most cap values, each in [lo, hi], into out; *n counts them. */
+fr_status fr_arg_list_i64(const char *what, const char *s, int64_t lo, int64_t hi, int64_t *out, int cap, int *n,
+                          fr_error *err);
+
 /* argv[*i] is an option that takes a value: return it and advance *i, or NULL (err set). */
 const char *fr_arg_value(int argc, char **argv, int *i, fr_error *err);
 

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "bench_batch.h"
 #include "backend/cpu/matmul.h"
 #include "model/forward.h"
 #include "model/quantize.h"
@@ -41,7 +42,7 @@ static int usage(const char *msg) {
     if (msg) return fprintf(stderr, "frontier bench: %s\n", msg), 2;
     fprintf(stderr, "usage: frontier bench (DIR | --preset P --load-format dummy [--layers N] [--experts E] [--fp8-blocks])\n"
                     "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--quantize-experts mxfp4] [--json]\n"
-                    "                      [--kv-cache-dtype auto|fp8] [--context N[,N...] [--dense-contrast]]\n");
+                    "                      [--kv-cache-dtype auto|fp8] [--context N[,N...] [--dense-contrast]] [--batch B[,B...]]\n");
     return 2;
 }
 
@@ -66,23 +67,6 @@ static double kv_read_bytes(const fr_model *m, fr_kv_dtype dt, double ctx) {
     return b;
 }
 
-/* Parse "2048,10240,32768" into at most cap context lengths. */
-static fr_status parse_contexts(const char *v, int64_t *out, int cap, int *n, fr_error *err) {
-    *n = 0;
-    for (const char *p = v;;) {
-        const char *comma = strchr(p, ',');
-        char one[32];
-        const size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (*n == cap || len == 0 || len >= sizeof one)
-            return fr_fail(err, FR_ERR_INVALID, "--context wants up to %d lengths like 2048,10240,32768", cap);
-        memcpy(one, p, len);
-        one[len] = 0;
-        fr_status rc = fr_arg_i64("--context", one, 1, INT32_MAX / 2, &out[(*n)++], err);
-        if (rc) return rc;
-        if (!comma) return FR_OK;
-        p = comma + 1;
-    }
-}
 
 /* Run a DSA model as its dense sibling: no indexer, every key attended (DeepSeek-V3.2 is
  * DeepSeek-V3 plus the indexer, at the same shapes). Sessions created afterwards see it. */
@@ -144,8 +128,8 @@ int fr_cmd_bench(int argc, char **argv) {
     int64_t n_prompt = 512, n_gen = 128, threads = 0, layers = 0, experts = 0;
     bool json = false, fp8 = false, q_experts = false, dense_contrast = false;
     fr_kv_dtype kv_dtype = FR_KV_F32;
-    int64_t ctxs[16];
-    int n_ctx = 0;
+    int64_t ctxs[16], batches[16];
+    int n_ctx = 0, n_batches = 0;
     fr_error err = {0};
     if (argc < 2) return usage(NULL);
     for (int i = 1; i < argc; i++) {
@@ -165,8 +149,9 @@ int fr_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-t")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &threads, &err); }
         else if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &kv_dtype, &err); }
-        else if (!strcmp(a, "--context")) { VAL(); rc = parse_contexts(v, ctxs, 16, &n_ctx, &err); }
+        else if (!strcmp(a, "--context")) { VAL(); rc = fr_arg_list_i64("--context", v, 1, INT32_MAX / 2, ctxs, 16, &n_ctx, &err); }
         else if (!strcmp(a, "--dense-contrast")) dense_contrast = true;
+        else if (!strcmp(a, "--batch")) { VAL(); rc = fr_arg_list_i64("--batch", v, 1, 4096, batches, 16, &n_batches, &err); }
         else if (!strcmp(a, "--quantize-experts")) { VAL(); if (strcmp(v, "mxfp4")) return usage("--quantize-experts supports mxfp4 only"); q_experts = true; }
         else return usage("unknown option");
 #undef VAL
@@ -176,6 +161,7 @@ int fr_cmd_bench(int argc, char **argv) {
     if (preset && (!load_format || strcmp(load_format, "dummy") != 0))
         return usage("--preset needs --load-format dummy (random weights built in memory)");
     if (dense_contrast && !n_ctx) return usage("--dense-contrast goes with --context");
+    if (n_ctx && n_batches) return usage("--context and --batch are separate benchmarks");
 
     fr_backend *be = NULL;
     fr_model *m = NULL;
@@ -220,6 +206,10 @@ int fr_cmd_bench(int argc, char **argv) {
 
     /* The ceiling: streaming reads of a buffer far larger than the caches. */
     double bw = fr_cpu_read_bandwidth((size_t)1 << 30, (int)threads);
+    if (n_batches) {
+        rc = fr_bench_batches(m, be, kv_dtype, batches, n_batches, n_prompt, n_gen, bw, json, dir ? dir : preset, &err);
+        goto out;
+    }
 
     const fr_session_opts so = {.max_ctx = n_prompt + n_gen, .kv_dtype = kv_dtype};
     if ((rc = fr_session_create_opts(m, be, &so, &s, &err))) goto out;

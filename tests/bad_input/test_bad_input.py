@@ -158,5 +158,20 @@ expect_error("unknown command", ["frobnicate"])
 expect_error("synth unknown preset", ["synth", "nonexistent-preset", os.path.join(W, "s1")])
 expect_error("synth bad layers", ["synth", "tiny", os.path.join(W, "s2"), "--layers", "zero"])
 expect_error("bench preset without dummy", ["bench", "--preset", "tiny"])
+expect_error("bench --batch 0", ["bench", "--preset", "tiny", "--load-format", "dummy", "--batch", "0"])
+expect_error("bench --batch list too long", ["bench", "--preset", "tiny", "--load-format", "dummy", "--batch", ",".join(["1"] * 17)])
+expect_error("bench --batch with --context", ["bench", "--preset", "tiny", "--load-format", "dummy", "--batch", "1", "--context", "8"])
+
+# bench --batch: one JSON line per batch size; a batch of 3 reads at least the weights of a
+# batch of 1 (attention, head, shared experts once, routed experts chosen by any token) and
+# never three times as much.
+r = CHECK.must_succeed(["bench", "--preset", "tiny", "--load-format", "dummy", "--batch", "1,3", "-p", "4", "-n", "2", "--json"])
+rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+ok = len(rows) == 2 and [x["batch"] for x in rows] == [1, 3] and \
+    rows[0]["weight_bytes_per_step"] <= rows[1]["weight_bytes_per_step"] < 3 * rows[0]["weight_bytes_per_step"] and \
+    all(x["decode_tok_s"] > 0 and x["achieved_gb_s"] > 0 for x in rows)
+CHECK.passed += ok
+CHECK.failed += not ok
+print("%s %-44s %s" % ("ok  " if ok else "FAIL", "bench --batch 1,3 JSON", [(x["batch"], x["weight_bytes_per_step"]) for x in rows]))
 
 CHECK.finish()
