@@ -113,6 +113,28 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
     event_add(s->drain_ev, &tv);
 }
 
+/* Every STATS_PERIOD_S seconds while there is traffic, one line like vLLM's: throughput
+ * since the last line, the batch, the queue and the KV cache. Quiet when idle. */
+#define STATS_PERIOD_S 5
+
+static void on_stats(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    fr_server *s = arg;
+    fr_engine_stats st;
+    fr_engine_get_stats(s->model.engine, &st);
+    const double t = srv_now(), dt = t - s->last_stats_t;
+    const uint64_t prompt = st.prompt_tokens_total - s->last_stats.prompt_tokens_total;
+    const uint64_t gen = st.generation_tokens_total - s->last_stats.generation_tokens_total;
+    if ((prompt || gen || st.running || st.waiting) && dt > 0)
+        fprintf(stderr,
+                "frontier serve: prompt %.1f tok/s, generation %.1f tok/s, running %d, waiting %d, KV cache %.1f%%, "
+                "preemptions %llu\n",
+                (double)prompt / dt, (double)gen / dt, st.running, st.waiting, 100.0 * st.kv_usage,
+                (unsigned long long)st.preemptions_total);
+    s->last_stats = st;
+    s->last_stats_t = t;
+}
+
 void fr_server_request_stop(fr_server *s) {
     if (!s) return;
     int saved = errno; /* a signal handler must leave errno as it found it */
@@ -164,7 +186,8 @@ fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *mo
     if (!(s->base = event_base_new()) || !(s->http = evhttp_new(s->base)) ||
         !(s->wake_ev = event_new(s->base, -1, 0, on_wake, s)) ||
         !(s->stop_ev = event_new(s->base, s->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, s)) ||
-        !(s->drain_ev = evtimer_new(s->base, on_drain_timeout, s)) || event_add(s->stop_ev, NULL) != 0) {
+        !(s->drain_ev = evtimer_new(s->base, on_drain_timeout, s)) ||
+        !(s->stats_ev = event_new(s->base, -1, EV_PERSIST, on_stats, s)) || event_add(s->stop_ev, NULL) != 0) {
         fr_server_free(s);
         return fr_fail(err, FR_ERR_NOMEM, "server: cannot set up the event loop");
     }
@@ -198,6 +221,10 @@ fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *mo
 }
 
 fr_status fr_server_run(fr_server *s, fr_error *err) {
+    const struct timeval period = {STATS_PERIOD_S, 0};
+    fr_engine_get_stats(s->model.engine, &s->last_stats);
+    s->last_stats_t = srv_now();
+    event_add(s->stats_ev, &period);
     if (event_base_dispatch(s->base) < 0) return fr_fail(err, FR_ERR_IO, "server: the event loop failed");
     /* The loop only ends through a drain that saw every request's final event. */
     return FR_OK;
@@ -211,6 +238,7 @@ void fr_server_free(fr_server *s) {
     if (s->wake_ev) event_free(s->wake_ev);
     if (s->stop_ev) event_free(s->stop_ev);
     if (s->drain_ev) event_free(s->drain_ev);
+    if (s->stats_ev) event_free(s->stats_ev);
     if (s->base) event_base_free(s->base);
     for (int i = 0; i < 2; i++)
         if (s->stop_pipe[i] >= 0) close(s->stop_pipe[i]);

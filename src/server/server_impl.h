@@ -55,7 +55,9 @@ struct fr_server {
     struct event_base *base;
     struct evhttp *http;
     int port;
-    struct event *wake_ev, *stop_ev, *drain_ev;
+    struct event *wake_ev, *stop_ev, *drain_ev, *stats_ev;
+    fr_engine_stats last_stats;  /* at the previous periodic log line */
+    double last_stats_t;
     int stop_pipe[2];
 
     pthread_mutex_t mu;        /* guards the four fields below */
