@@ -261,6 +261,28 @@ static void test_many_tokens(void) {
     }
 }
 
+/* Multiply n = 2..16, 43, 70 tokens at once on every ISA and require each token's row of
+ * outputs to equal, bit for bit, the product of that token alone. */
+static void check_invariant(const fr_weight *w) {
+    const int64_t R = w->rows, K = w->cols;
+    float *x = rand_vec(70 * K), *y = malloc((size_t)(70 * R) * sizeof *y);
+    float *y1 = malloc((size_t)R * sizeof *y1);
+    int bad = 0;
+    for (int i = 0; i < n_isas; i++)
+        for (int64_t n = 2; n <= 70 && x && y && y1; n += n < 16 ? 1 : 27) {
+            fr_isa_set_limit(isas[i]);
+            fr_cpu_matmul(y, x, n, w);
+            for (int64_t t = 0; t < n; t++) {
+                fr_cpu_matmul(y1, x + t * K, 1, w);
+                bad += memcmp(y1, y + t * R, (size_t)R * sizeof *y1) != 0;
+            }
+        }
+    fr_isa_set_limit(FR_ISA_AVX512);
+    CHECK_MSG(bad == 0 && x && y && y1, "%s %lldx%lld: %d token rows differ from n=1", fr_dtype_name(w->dtype),
+              (long long)R, (long long)K, bad);
+    free(x), free(y), free(y1);
+}
+
 /* Batches: a token's outputs must be bit-identical whether it is multiplied alone or
  * with others (n = 2..16, 43, 70) (the multi-token matvec forms every sum as the matvec
  * does), so batching sequences never changes a sequence's numbers. */
@@ -277,22 +299,7 @@ static void test_batch_invariance(void) {
                     tmat_free(&m);
                     continue;
                 }
-                float *x = rand_vec(70 * K), *y = malloc((size_t)(70 * R) * sizeof *y);
-                float *y1 = malloc((size_t)R * sizeof *y1);
-                int bad = 0;
-                for (int i = 0; i < n_isas; i++)
-                for (int64_t n = 2; n <= 70 && x && y && y1; n += n < 16 ? 1 : 27) {
-                    fr_isa_set_limit(isas[i]);
-                    fr_cpu_matmul(y, x, n, &m.w);
-                    for (int64_t t = 0; t < n; t++) {
-                        fr_cpu_matmul(y1, x + t * K, 1, &m.w);
-                        bad += memcmp(y1, y + t * R, (size_t)R * sizeof *y1) != 0;
-                    }
-                }
-                fr_isa_set_limit(FR_ISA_AVX512);
-                CHECK_MSG(bad == 0 && x && y && y1, "%s %lldx%lld: %d token rows differ from n=1",
-                          fr_dtype_name(dtypes[d]), (long long)R, (long long)K, bad);
-                free(x), free(y), free(y1);
+                check_invariant(&m.w);
                 tmat_free(&m);
             }
 }
@@ -773,22 +780,7 @@ static void test_q4_batch_invariance(void) {
                 q4_free(&m);
                 continue;
             }
-            float *x = rand_vec(70 * K), *y = malloc((size_t)(70 * R) * sizeof *y);
-            float *y1 = malloc((size_t)R * sizeof *y1);
-            int bad = 0;
-            for (int i = 0; i < n_isas; i++)
-                for (int64_t n = 2; n <= 70 && x && y && y1; n += n < 16 ? 1 : 27) {
-                    fr_isa_set_limit(isas[i]);
-                    fr_cpu_matmul(y, x, n, &m.w);
-                    for (int64_t t = 0; t < n; t++) {
-                        fr_cpu_matmul(y1, x + t * K, 1, &m.w);
-                        bad += memcmp(y1, y + t * R, (size_t)R * sizeof *y1) != 0;
-                    }
-                }
-            fr_isa_set_limit(FR_ISA_AVX512);
-            CHECK_MSG(bad == 0 && x && y && y1, "%s %lldx%lld: %d token rows differ from n=1",
-                      fr_dtype_name(q4_dtypes[d]), (long long)R, (long long)K, bad);
-            free(x), free(y), free(y1);
+            check_invariant(&m.w);
             q4_free(&m);
         }
 }
