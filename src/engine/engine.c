@@ -2,9 +2,9 @@
  *
  * One thread runs steps. A step (1) drops aborted requests, (2) schedules: every
  * running sequence gets its pending tokens (1 while decoding, a chunk while its
- * prompt is being computed) under the token budget, oldest first, then waiting
- * requests are admitted first come first served while the budget, max_num_seqs
- * and free blocks allow, (3) runs one fr_forward_step over all of them, (4) samples
+ * prompt is being computed) under the token budget, decoding ones first, oldest
+ * first, then waiting requests are admitted first come first served while the
+ * budget, max_num_seqs and free blocks allow, (3) runs one fr_forward_step over all of them, (4) samples
  * for the sequences whose pending tokens are all computed and emits the events.
  * When the pool has no block for a running sequence, the newest running sequence
  * is preempted: its blocks are freed and it goes back to the head of the queue,
@@ -36,6 +36,7 @@ typedef struct req {
     double t_submitted, t_scheduled, t_first_token;
     int preemptions;
     bool aborted;
+    uint64_t step_mark;         /* the step that last scheduled or preempted it */
     struct req *next;           /* waiting queue link */
 } req;
 
@@ -63,6 +64,7 @@ struct fr_engine {
     int n_waiting;
     req **running;              /* [max_num_seqs], admission order */
     int n_running;
+    uint64_t schedule_calls;    /* numbers the steps for req.step_mark */
     fr_engine_stats st;
 };
 
@@ -329,20 +331,29 @@ typedef struct sched_item {
     int64_t n; /* tokens computed this step */
 } sched_item;
 
-/* Preempt the newest running request: free its blocks and requeue it at the head. */
-static void preempt_newest(fr_engine *e) {
-    req *v = e->running[--e->n_running];
-    fr_kv_seq_release(e->pool, &v->seq);
-    v->n_computed = 0;
-    v->preemptions++;
-    e->st.preemptions_total++;
-    queue_push_front(e, v);
-}
-
 /* Remove running[i], keeping admission order. */
 static void running_remove(fr_engine *e, int i) {
     memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof *e->running);
     e->n_running--;
+}
+
+/* Free the blocks of the newest running request this step has not scheduled and requeue it
+ * at the head of the queue, to be recomputed. Returns its index, or -1 if every running
+ * request is already in this step. */
+static int preempt_newest(fr_engine *e, uint64_t step) {
+    for (int j = e->n_running - 1; j >= 0; j--) {
+        req *v = e->running[j];
+        if (v->step_mark == step) continue;
+        running_remove(e, j);
+        fr_kv_seq_release(e->pool, &v->seq);
+        v->n_computed = 0;
+        v->preemptions++;
+        v->step_mark = step;
+        e->st.preemptions_total++;
+        queue_push_front(e, v);
+        return j;
+    }
+    return -1;
 }
 
 /* Under the lock: collect aborted requests' final events, then pick this step's work. */
@@ -379,26 +390,39 @@ static int schedule(fr_engine *e, sched_item *items, pending_event *evs, int *n_
 
     int64_t budget = e->o.max_batched_tokens;
     int n = 0;
-    /* running sequences, oldest first; the pool running dry preempts the newest */
-    for (int i = 0; i < e->n_running && budget > 0; i++) {
-        req *r = e->running[i];
-        int64_t want = r->n_tokens - r->n_computed;
-        if (want > budget) want = budget;
-        while (fr_kv_seq_reserve(e->pool, &r->seq, r->n_computed + want) != FR_OK) {
-            preempt_newest(e);
-            if (i >= e->n_running) break; /* r itself was the newest */
+    const uint64_t step = ++e->schedule_calls;
+    /* Running sequences, oldest first: those decoding (one pending token) before those
+     * still in their prompt, so that a long prefill never delays the others' next token.
+     * The pool running dry preempts the newest sequence not yet in this step. */
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < e->n_running && budget > 0; i++) {
+            req *r = e->running[i];
+            int64_t want = r->n_tokens - r->n_computed;
+            if (r->step_mark == step || (pass == 0) != (want == 1)) continue;
+            if (want > budget) want = budget;
+            bool gone = false, stuck = false;
+            while (!gone && !stuck && fr_kv_seq_reserve(e->pool, &r->seq, r->n_computed + want) != FR_OK) {
+                const int j = preempt_newest(e, step);
+                stuck = j < 0;  /* everything else is in this step: r waits for the next */
+                gone = j == i;  /* r itself was the newest */
+            }
+            if (gone) {
+                i--;
+                continue;
+            }
+            if (stuck) continue;
+            r->step_mark = step;
+            items[n++] = (sched_item){r, want};
+            budget -= want;
         }
-        if (i >= e->n_running) break;
-        items[n++] = (sched_item){r, want};
-        budget -= want;
-    }
-    /* admissions, first come first served */
-    while (budget > 0 && e->wait_head && e->n_running < e->o.max_num_seqs) {
+    /* admissions, first come first served (not what was preempted just now) */
+    while (budget > 0 && e->wait_head && e->n_running < e->o.max_num_seqs && e->wait_head->step_mark != step) {
         req *r = e->wait_head;
         int64_t want = r->n_tokens - r->n_computed;
         if (want > budget) want = budget;
         if (fr_kv_seq_reserve(e->pool, &r->seq, r->n_computed + want) != FR_OK) break;
         queue_pop_front(e);
+        r->step_mark = step;
         if (r->t_scheduled == 0.0) r->t_scheduled = now_s();
         e->running[e->n_running++] = r;
         items[n++] = (sched_item){r, want};
