@@ -25,12 +25,12 @@
     "usage: frontier serve DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--served-model-name NAME]\n" \
     "         [--max-num-seqs 64] [--max-model-len N] [--kv-cache-memory GB] [--kv-cache-dtype auto|fp8]\n"             \
     "         [--max-queue 256] [--max-batched-tokens 512] [-t THREADS] [--quantize-experts mxfp4] [--shutdown-timeout 30]\n"   \
-    "         [--max-body-mb 32] [--timeout 600]\n"
+    "         [--max-body-mb 32] [--timeout 600] [--sse-keepalive 15 (0: off)]\n"
 
 typedef struct {
     const char *dir, *host, *api_key, *name;
     int64_t port, max_num_seqs, max_model_len, max_queue, max_batched, threads, body_mb, timeout;
-    float kv_gb, shutdown_timeout;
+    float kv_gb, shutdown_timeout, sse_keepalive;
     bool quantize_experts;
     fr_kv_dtype kv_dtype;
 } serve_opts;
@@ -67,6 +67,7 @@ static fr_status parse(int argc, char **argv, serve_opts *o, fr_error *err) {
         else if (IS("--max-model-len", "-c", "--ctx-size")) { VAL(); rc = fr_arg_i64(a, v, 0, INT32_MAX, &o->max_model_len, err); }
         else if (IS("--kv-cache-memory")) { VAL(); rc = fr_arg_f32(a, v, 0.001f, 1e6f, &o->kv_gb, err); }
         else if (IS("--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &o->kv_dtype, err); }
+        else if (IS("--sse-keepalive")) { VAL(); rc = fr_arg_f32(a, v, 0.0f, 3600.0f, &o->sse_keepalive, err); if (!rc && o->sse_keepalive == 0) o->sse_keepalive = -1; }
         else if (IS("--max-queue", "--max-num-queued-reqs")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &o->max_queue, err); }
         else if (IS("--max-batched-tokens", "--max-num-batched-tokens")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 24, &o->max_batched, err); }
         else if (IS("-t", "--threads")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &o->threads, err); }
@@ -210,7 +211,7 @@ int fr_cmd_serve(int argc, char **argv) {
     while (!o.name && nl > 1 && name[nl - 1] == '/') name[--nl] = '\0';
     fr_server_opts so = {.host = o.host, .port = (int)o.port, .api_key = o.api_key, .model_name = name,
                          .max_body_bytes = o.body_mb << 20, .http_timeout_s = (int)o.timeout,
-                         .shutdown_timeout_s = o.shutdown_timeout};
+                         .shutdown_timeout_s = o.shutdown_timeout, .sse_keepalive_s = o.sse_keepalive};
     if ((rc = fr_server_create(&so, &sm, &srv, &err))) goto out;
 
     g_server = srv;

@@ -123,6 +123,22 @@ static void sse(srv_gen *g, const char *payload) {
         evbuffer_add(b, "\n\n", 2) == 0)
         evhttp_send_reply_chunk(g->req, b);
     evbuffer_free(b);
+    g->t_wrote = srv_now();
+}
+
+/* A long prefill (minutes for a 10k-token prompt on a CPU) sends nothing: proxies and
+ * clients with read timeouts would drop the stream. SSE comment lines keep it alive and
+ * are ignored by every client. */
+void srv_keepalive(struct fr_server *s) {
+    const double now = srv_now(), idle = s->opts.sse_keepalive_s;
+    for (srv_gen *g = s->active; g; g = g->next) {
+        if (!g->stream || g->http_done || g->client_gone || !g->req || now - g->t_wrote < idle) continue;
+        struct evbuffer *b = evbuffer_new();
+        if (!b) return;
+        if (evbuffer_add(b, ": keep-alive\n\n", 14) == 0) evhttp_send_reply_chunk(g->req, b);
+        evbuffer_free(b);
+        g->t_wrote = now;
+    }
 }
 
 /* Send what the output holds as one chunk (if anything, or always when finishing). */
@@ -481,6 +497,7 @@ void srv_generate(struct fr_server *s, struct evhttp_request *req, srv_api api, 
         evhttp_add_header(h, "X-Accel-Buffering", "no"); /* proxies must not hold chunks back */
         evhttp_add_header(h, "X-Request-Id", g->id);
         evhttp_send_reply_start(req, 200, "OK");
+        g->t_wrote = srv_now();
     }
 out:
     free(ids);

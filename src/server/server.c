@@ -117,6 +117,11 @@ static void on_stop(evutil_socket_t fd, short what, void *arg) {
  * since the last line, the batch, the queue and the KV cache. Quiet when idle. */
 #define STATS_PERIOD_S 5
 
+static void on_ping(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    srv_keepalive(arg);
+}
+
 static void on_stats(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     fr_server *s = arg;
@@ -176,6 +181,7 @@ fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *mo
     if (s->opts.max_header_bytes <= 0) s->opts.max_header_bytes = (int64_t)64 << 10;
     if (s->opts.http_timeout_s <= 0) s->opts.http_timeout_s = 600;
     if (s->opts.shutdown_timeout_s < 0) s->opts.shutdown_timeout_s = 0;
+    if (s->opts.sse_keepalive_s == 0) s->opts.sse_keepalive_s = 15;
     srv_metrics_init(&s->metrics);
     s->seq = (uint64_t)time(NULL) * 2654435761u;
 
@@ -187,7 +193,8 @@ fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *mo
         !(s->wake_ev = event_new(s->base, -1, 0, on_wake, s)) ||
         !(s->stop_ev = event_new(s->base, s->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, s)) ||
         !(s->drain_ev = evtimer_new(s->base, on_drain_timeout, s)) ||
-        !(s->stats_ev = event_new(s->base, -1, EV_PERSIST, on_stats, s)) || event_add(s->stop_ev, NULL) != 0) {
+        !(s->stats_ev = event_new(s->base, -1, EV_PERSIST, on_stats, s)) ||
+        !(s->ping_ev = event_new(s->base, -1, EV_PERSIST, on_ping, s)) || event_add(s->stop_ev, NULL) != 0) {
         fr_server_free(s);
         return fr_fail(err, FR_ERR_NOMEM, "server: cannot set up the event loop");
     }
@@ -225,6 +232,12 @@ fr_status fr_server_run(fr_server *s, fr_error *err) {
     fr_engine_get_stats(s->model.engine, &s->last_stats);
     s->last_stats_t = srv_now();
     event_add(s->stats_ev, &period);
+    if (s->opts.sse_keepalive_s > 0) {
+        /* checked at a quarter of the interval: a stream waits at most 1.25 intervals */
+        const double q = s->opts.sse_keepalive_s / 4;
+        const struct timeval tick = {(time_t)q, (suseconds_t)((q - (double)(time_t)q) * 1e6)};
+        event_add(s->ping_ev, &tick);
+    }
     if (event_base_dispatch(s->base) < 0) return fr_fail(err, FR_ERR_IO, "server: the event loop failed");
     /* The loop only ends through a drain that saw every request's final event. */
     return FR_OK;
@@ -239,6 +252,7 @@ void fr_server_free(fr_server *s) {
     if (s->stop_ev) event_free(s->stop_ev);
     if (s->drain_ev) event_free(s->drain_ev);
     if (s->stats_ev) event_free(s->stats_ev);
+    if (s->ping_ev) event_free(s->ping_ev);
     if (s->base) event_base_free(s->base);
     for (int i = 0; i < 2; i++)
         if (s->stop_pipe[i] >= 0) close(s->stop_pipe[i]);

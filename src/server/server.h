@@ -34,6 +34,7 @@ typedef struct {
     int64_t max_header_bytes;  /* request line + headers limit (default 64 KiB) */
     int http_timeout_s;        /* per-connection read/write/idle timeout (default 600) */
     double shutdown_timeout_s; /* drain time after request_stop before aborting (default 30) */
+    double sse_keepalive_s;    /* an SSE comment on streams silent this long (default 15; < 0: never) */
 } fr_server_opts;
 
 typedef struct {

@@ -39,6 +39,7 @@ typedef struct srv_gen {
     fr_finish finish;               /* for metrics and the log (STOP for a stop string) */
     int status;                     /* HTTP status sent */
     double t_arrival, t_first, t_last; /* CLOCK_MONOTONIC seconds */
+    double t_wrote;                 /* last bytes sent on a stream (keep-alive) */
 } srv_gen;
 
 /* A token event crossing from the engine thread. */
@@ -55,7 +56,7 @@ struct fr_server {
     struct event_base *base;
     struct evhttp *http;
     int port;
-    struct event *wake_ev, *stop_ev, *drain_ev, *stats_ev;
+    struct event *wake_ev, *stop_ev, *drain_ev, *stats_ev, *ping_ev;
     fr_engine_stats last_stats;  /* at the previous periodic log line */
     double last_stats_t;
     int stop_pipe[2];
@@ -90,6 +91,8 @@ void srv_on_engine_event(void *user, const fr_token_event *ev);
 /* Loop side of the bridge. */
 void srv_gen_on_token(srv_gen *g, const fr_token_event *ev, double t);
 void srv_gen_on_final(srv_gen *g);
+/* An SSE comment on every stream that has sent nothing for sse_keepalive_s. */
+void srv_keepalive(struct fr_server *s);
 /* Abort every in-flight request (shutdown timeout). */
 void srv_abort_all(struct fr_server *s);
 
