@@ -5,6 +5,7 @@
  * recipes (SERVING.md 7). The API key may also come from FRONTIER_API_KEY or VLLM_API_KEY
  * (the flag wins). The first signal drains (new requests get 503, running ones finish up to
  * --shutdown-timeout seconds, then are aborted) and exits 0; a second one exits at once. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,51 +160,70 @@ static void on_signal(int sig) {
 }
 
 
+/* What the loading thread builds; main frees it after joining that thread. */
+typedef struct {
+    const serve_opts *o;
+    const char *name;
+    fr_server *srv;
+    fr_tokenizer *tok;
+    fr_chat_template *chat;
+    fr_backend *be;
+    fr_model *model;
+    fr_engine *engine;
+    fr_status rc;
+    fr_error err;
+} loader;
+
+/* The slow part of loading (experts quantized at load take minutes for a large model) runs
+ * while the server already answers (503 "Loading model" until ready): readiness probes and
+ * load balancers see a live process from the start. What fails fast (a wrong directory, a
+ * malformed file) is checked before binding, so it is one line and exit 1. */
+static void *load(void *arg) {
+    loader *L = arg;
+    const serve_opts *o = L->o;
+    fr_error *err = &L->err;
+    fr_status rc = FR_OK;
+    if (o->quantize_experts && (rc = fr_model_quantize_experts(L->model, FR_QFMT_MXFP4, err))) goto out;
+
+    fr_engine_opts eo = fr_engine_opts_default();
+    if (o->max_num_seqs) eo.max_num_seqs = (int)o->max_num_seqs;
+    if (o->max_model_len) eo.max_model_len = o->max_model_len;
+    if (o->max_queue) eo.max_queue = (int)o->max_queue;
+    if (o->max_batched) eo.max_batched_tokens = o->max_batched;
+    eo.kv_cache_dtype = o->kv_dtype;
+    if (o->kv_gb > 0) {
+        int64_t per_tok = fr_engine_kv_bytes_per_token(L->model, o->kv_dtype);
+        eo.kv_cache_tokens = per_tok > 0 ? (int64_t)((double)o->kv_gb * (1 << 30) / (double)per_tok) : 0;
+        if (eo.kv_cache_tokens < 1) {
+            rc = fr_fail(err, FR_ERR_INVALID, "--kv-cache-memory %g GB holds no token (%lld bytes per token)",
+                         (double)o->kv_gb, (long long)per_tok);
+            goto out;
+        }
+    }
+    if ((rc = fr_engine_create(L->model, L->be, &eo, &L->engine, err))) goto out;
+
+    fr_server_model sm = {.engine = L->engine, .tok = L->tok, .chat = L->chat, .vocab_size = L->model->cfg.vocab_size};
+    add_stop_id(&sm, fr_tokenizer_eos_id(L->tok));
+    for (int i = 0; i < L->model->cfg.n_eos; i++) add_stop_id(&sm, L->model->cfg.eos_token_ids[i]);
+    add_config_eos(&sm, o->dir);
+    sm.defaults = sampling_defaults(o->dir);
+    sm.reasoning = fr_tokenizer_token_to_id(L->tok, "</think>", 8) >= 0;
+    fprintf(stderr, "frontier serve: model %s (max_model_len %lld, %d stop ids%s%s)\n", L->name,
+            (long long)fr_engine_max_model_len(L->engine), sm.n_stop_ids, L->chat ? ", chat template" : "",
+            sm.reasoning ? ", reasoning split" : "");
+    fr_server_set_model(L->srv, &sm);
+out:
+    L->rc = rc;
+    if (rc) fr_server_request_stop(L->srv); /* the loop ends; main reports the error */
+    return NULL;
+}
+
 int fr_cmd_serve(int argc, char **argv);
 int fr_cmd_serve(int argc, char **argv) {
     serve_opts o;
     fr_error err = {0};
     if (argc < 2) return fputs(USAGE, stderr), 2;
     if (parse(argc, argv, &o, &err)) return fr_cli_error("serve", &err), 2;
-
-    fr_tokenizer *tok = NULL;
-    fr_chat_template *chat = NULL;
-    fr_backend *be = NULL;
-    fr_model *model = NULL;
-    fr_engine *engine = NULL;
-    fr_server *srv = NULL;
-    fr_status rc;
-    if ((rc = fr_tokenizer_load(o.dir, &tok, &err))) goto out;
-    fr_error cerr = {0};
-    if (fr_chat_template_load(o.dir, &chat, &cerr))
-        fprintf(stderr, "frontier serve: no chat template (%s): /v1/chat/completions will answer 400\n", cerr.msg);
-    if ((rc = fr_cpu_backend_create((int)o.threads, &be, &err))) goto out;
-    if ((rc = fr_model_load(o.dir, &model, &err))) goto out;
-    if (o.quantize_experts && (rc = fr_model_quantize_experts(model, FR_QFMT_MXFP4, &err))) goto out;
-
-    fr_engine_opts eo = fr_engine_opts_default();
-    if (o.max_num_seqs) eo.max_num_seqs = (int)o.max_num_seqs;
-    if (o.max_model_len) eo.max_model_len = o.max_model_len;
-    if (o.max_queue) eo.max_queue = (int)o.max_queue;
-    if (o.max_batched) eo.max_batched_tokens = o.max_batched;
-    eo.kv_cache_dtype = o.kv_dtype;
-    if (o.kv_gb > 0) {
-        int64_t per_tok = fr_engine_kv_bytes_per_token(model, o.kv_dtype);
-        eo.kv_cache_tokens = per_tok > 0 ? (int64_t)((double)o.kv_gb * (1 << 30) / (double)per_tok) : 0;
-        if (eo.kv_cache_tokens < 1) {
-            rc = fr_fail(&err, FR_ERR_INVALID, "--kv-cache-memory %g GB holds no token (%lld bytes per token)",
-                         (double)o.kv_gb, (long long)per_tok);
-            goto out;
-        }
-    }
-    if ((rc = fr_engine_create(model, be, &eo, &engine, &err))) goto out;
-
-    fr_server_model sm = {.engine = engine, .tok = tok, .chat = chat, .vocab_size = model->cfg.vocab_size};
-    add_stop_id(&sm, fr_tokenizer_eos_id(tok));
-    for (int i = 0; i < model->cfg.n_eos; i++) add_stop_id(&sm, model->cfg.eos_token_ids[i]);
-    add_config_eos(&sm, o.dir);
-    sm.defaults = sampling_defaults(o.dir);
-    sm.reasoning = fr_tokenizer_token_to_id(tok, "</think>", 8) >= 0;
 
     char name[1024];
     snprintf(name, sizeof name, "%s", o.name ? o.name : o.dir);
@@ -212,9 +232,20 @@ int fr_cmd_serve(int argc, char **argv) {
     fr_server_opts so = {.host = o.host, .port = (int)o.port, .api_key = o.api_key, .model_name = name,
                          .max_body_bytes = o.body_mb << 20, .http_timeout_s = (int)o.timeout,
                          .shutdown_timeout_s = o.shutdown_timeout, .sse_keepalive_s = o.sse_keepalive};
-    if ((rc = fr_server_create(&so, &sm, &srv, &err))) goto out;
+    const fr_server_model loading = {0};
+    loader L = {.o = &o, .name = name};
+    pthread_t th;
+    bool started = false;
+    fr_status rc;
+    if ((rc = fr_tokenizer_load(o.dir, &L.tok, &err))) goto out;
+    fr_error cerr = {0};
+    if (fr_chat_template_load(o.dir, &L.chat, &cerr))
+        fprintf(stderr, "frontier serve: no chat template (%s): /v1/chat/completions will answer 400\n", cerr.msg);
+    if ((rc = fr_cpu_backend_create((int)o.threads, &L.be, &err))) goto out;
+    if ((rc = fr_model_load(o.dir, &L.model, &err))) goto out;
+    if ((rc = fr_server_create(&so, &loading, &L.srv, &err))) goto out;
 
-    g_server = srv;
+    g_server = L.srv;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -223,21 +254,32 @@ int fr_cmd_serve(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN); /* a client that hangs up must not kill the server */
 
-    fprintf(stderr, "frontier serve: model %s (max_model_len %lld, %d stop ids%s%s)\n", name,
-            (long long)fr_engine_max_model_len(engine), sm.n_stop_ids, chat ? ", chat template" : "",
-            sm.reasoning ? ", reasoning split" : "");
-    fprintf(stderr, "frontier serve: listening on http://%s:%d\n", o.host, fr_server_port(srv));
+    fprintf(stderr, "frontier serve: preparing %s; port %d answers 503 until it is ready\n", o.dir,
+            fr_server_port(L.srv));
     fflush(stderr);
-    rc = fr_server_run(srv, &err);
+    if (pthread_create(&th, NULL, load, &L) != 0) {
+        rc = fr_fail(&err, FR_ERR_NOMEM, "cannot start the loading thread");
+        goto out;
+    }
+    started = true;
+    rc = fr_server_run(L.srv, &err);
     g_server = NULL;
-    fprintf(stderr, "frontier serve: stopped\n");
+    pthread_join(th, NULL); /* a stop during loading waits for the load to end */
+    started = false;
+    if (!rc && L.rc) {
+        rc = L.rc;
+        err = L.err;
+    } else {
+        fprintf(stderr, "frontier serve: stopped\n");
+    }
 out:
-    fr_server_free(srv);
-    fr_engine_free(engine);
-    fr_model_free(model);
-    fr_backend_destroy(be);
-    fr_chat_template_free(chat);
-    fr_tokenizer_free(tok);
+    if (started) pthread_join(th, NULL);
+    fr_server_free(L.srv);
+    fr_engine_free(L.engine);
+    fr_model_free(L.model);
+    fr_backend_destroy(L.be);
+    fr_chat_template_free(L.chat);
+    fr_tokenizer_free(L.tok);
     libevent_global_shutdown(); /* frees libevent's thread locks: no leak reports under ASan */
     return rc ? fr_cli_error("serve", &err) : 0;
 }

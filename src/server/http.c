@@ -184,6 +184,10 @@ void srv_handle(struct evhttp_request *req, void *arg) {
         srv_send_error(s, req, route, 405, "method not allowed on this route", NULL, NULL);
         return;
     }
+    if (!s->ready) { /* bound early, still loading: probes see 503 until the model serves */
+        srv_send_error(s, req, route, 503, "Loading model", NULL, NULL);
+        return;
+    }
     switch (routes[r].id) {
     case R_CHAT: srv_generate(s, req, SRV_API_CHAT, route); break;
     case R_COMPLETIONS: srv_generate(s, req, SRV_API_COMPLETIONS, route); break;

@@ -125,6 +125,7 @@ static void on_ping(evutil_socket_t fd, short what, void *arg) {
 static void on_stats(evutil_socket_t fd, short what, void *arg) {
     (void)fd, (void)what;
     fr_server *s = arg;
+    if (!s->ready) return;
     fr_engine_stats st;
     fr_engine_get_stats(s->model.engine, &st);
     const double t = srv_now(), dt = t - s->last_stats_t;
@@ -138,6 +139,32 @@ static void on_stats(evutil_socket_t fd, short what, void *arg) {
                 (unsigned long long)st.preemptions_total);
     s->last_stats = st;
     s->last_stats_t = t;
+}
+
+static void announce(fr_server *s) {
+    fprintf(stderr, "frontier serve: listening on http://%s:%d\n", s->host, s->port);
+    fflush(stderr);
+}
+
+/* The model arrived (loop thread): start serving it. */
+static void on_ready(evutil_socket_t fd, short what, void *arg) {
+    (void)fd, (void)what;
+    fr_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    s->model = s->pending;
+    pthread_mutex_unlock(&s->mu);
+    if (!s->model.engine || !s->model.tok || s->ready) return;
+    s->ready = true;
+    fr_engine_get_stats(s->model.engine, &s->last_stats);
+    s->last_stats_t = srv_now();
+    if (!s->draining) announce(s);
+}
+
+void fr_server_set_model(fr_server *s, const fr_server_model *model) {
+    pthread_mutex_lock(&s->mu);
+    s->pending = *model;
+    pthread_mutex_unlock(&s->mu);
+    event_active(s->ready_ev, EV_READ, 0);
 }
 
 void fr_server_request_stop(fr_server *s) {
@@ -158,8 +185,8 @@ static bool set_nonblock_cloexec(int fd) {
 fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *model, fr_server **out,
                            fr_error *err) {
     *out = NULL;
-    if (!model->engine || !model->tok || !opts->model_name || !opts->model_name[0])
-        return fr_fail(err, FR_ERR_INVALID, "server: engine, tokenizer and model name are required");
+    if ((model->engine && !model->tok) || !opts->model_name || !opts->model_name[0])
+        return fr_fail(err, FR_ERR_INVALID, "server: a model name, and a tokenizer with the engine, are required");
     /* libevent must know about threads before the base exists: event_active is then safe
      * from the engine thread. Idempotent. */
     if (evthread_use_pthreads() != 0) return fr_fail(err, FR_ERR_UNSUPPORTED, "server: libevent has no pthreads support");
@@ -194,7 +221,8 @@ fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *mo
         !(s->stop_ev = event_new(s->base, s->stop_pipe[0], EV_READ | EV_PERSIST, on_stop, s)) ||
         !(s->drain_ev = evtimer_new(s->base, on_drain_timeout, s)) ||
         !(s->stats_ev = event_new(s->base, -1, EV_PERSIST, on_stats, s)) ||
-        !(s->ping_ev = event_new(s->base, -1, EV_PERSIST, on_ping, s)) || event_add(s->stop_ev, NULL) != 0) {
+        !(s->ping_ev = event_new(s->base, -1, EV_PERSIST, on_ping, s)) ||
+        !(s->ready_ev = event_new(s->base, -1, 0, on_ready, s)) || event_add(s->stop_ev, NULL) != 0) {
         fr_server_free(s);
         return fr_fail(err, FR_ERR_NOMEM, "server: cannot set up the event loop");
     }
@@ -229,8 +257,12 @@ fr_status fr_server_create(const fr_server_opts *opts, const fr_server_model *mo
 
 fr_status fr_server_run(fr_server *s, fr_error *err) {
     const struct timeval period = {STATS_PERIOD_S, 0};
-    fr_engine_get_stats(s->model.engine, &s->last_stats);
-    s->last_stats_t = srv_now();
+    s->ready = s->model.engine != NULL;
+    if (s->ready) {
+        fr_engine_get_stats(s->model.engine, &s->last_stats);
+        s->last_stats_t = srv_now();
+        announce(s);
+    }
     event_add(s->stats_ev, &period);
     if (s->opts.sse_keepalive_s > 0) {
         /* checked at a quarter of the interval: a stream waits at most 1.25 intervals */
@@ -253,6 +285,7 @@ void fr_server_free(fr_server *s) {
     if (s->drain_ev) event_free(s->drain_ev);
     if (s->stats_ev) event_free(s->stats_ev);
     if (s->ping_ev) event_free(s->ping_ev);
+    if (s->ready_ev) event_free(s->ready_ev);
     if (s->base) event_base_free(s->base);
     for (int i = 0; i < 2; i++)
         if (s->stop_pipe[i] >= 0) close(s->stop_pipe[i]);

@@ -11,6 +11,9 @@
  * (drain: new requests get 503, in-flight ones finish for up to shutdown_timeout seconds,
  * then are aborted; run returns once all have had their final event), free. The server
  * installs no signal handlers; the caller should ignore SIGPIPE (writes to closed sockets).
+ * The server can bind and run before the model is loaded: created with a NULL engine it
+ * answers 503 ("Loading model") on every route until fr_server_set_model (any thread).
+ * The line "frontier serve: listening on http://HOST:PORT" goes to stderr once it serves.
  *
  * Ownership: the server borrows the engine, tokenizer and chat template, which must outlive
  * it. It owns its sockets, events and in-flight request state. */
@@ -59,6 +62,8 @@ int fr_server_port(const fr_server *s);
 fr_status fr_server_run(fr_server *s, fr_error *err);
 /* Begin the drain. Async-signal-safe (writes one byte to a pipe). */
 void fr_server_request_stop(fr_server *s);
+/* The model is ready (call once, from any thread; the server copies *model). */
+void fr_server_set_model(fr_server *s, const fr_server_model *model);
 void fr_server_free(fr_server *s);
 
 #endif

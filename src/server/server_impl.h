@@ -56,7 +56,9 @@ struct fr_server {
     struct event_base *base;
     struct evhttp *http;
     int port;
-    struct event *wake_ev, *stop_ev, *drain_ev, *stats_ev, *ping_ev;
+    struct event *wake_ev, *stop_ev, *drain_ev, *stats_ev, *ping_ev, *ready_ev;
+    bool ready;                  /* the model is loaded (loop thread) */
+    fr_server_model pending;     /* set by fr_server_set_model under mu, taken by the loop */
     fr_engine_stats last_stats;  /* at the previous periodic log line */
     double last_stats_t;
     int stop_pipe[2];
