@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 fr_status fr_arg_i64(const char *what, const char *s, int64_t lo, int64_t hi, int64_t *out, fr_error *err) {
     char *end;
@@ -99,4 +100,15 @@ fr_status fr_arg_list_i64(const char *what, const char *s, int64_t lo, int64_t h
         if (!comma) return FR_OK;
         p = comma + 1;
     }
+}
+
+double fr_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int fr_cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }

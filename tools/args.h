@@ -16,6 +16,11 @@ fr_status fr_arg_u64(const char *what, const char *s, uint64_t *out, fr_error *e
 /* "1,2,3" -> malloc'd ids (caller frees); at most FR_MAX_PROMPT_IDS, each in [0, INT32_MAX]. */
 fr_status fr_arg_ids(const char *s, int32_t **ids, int64_t *n, fr_error *err);
 
+/* CLOCK_MONOTONIC seconds, for the timings the commands print. */
+double fr_now_s(void);
+/* qsort comparator of doubles, ascending (medians of timings). */
+int fr_cmp_double(const void *a, const void *b);
+
 /* "1,4,16" -> at most cap values, each in [lo, hi], into out; *n counts them. */
 fr_status fr_arg_list_i64(const char *what, const char *s, int64_t lo, int64_t hi, int64_t *out, int cap, int *n,
                           fr_error *err);

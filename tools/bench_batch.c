@@ -12,20 +12,9 @@
  * memory bound, and by the arithmetic the B tokens need when compute bound. */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "args.h"
 #include "bench_batch.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* One batch size: median decode step time and mean weight bytes per step. */
 static fr_status run_batch(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, int B, int64_t n_prompt, int64_t n_gen,
@@ -68,15 +57,15 @@ static fr_status run_batch(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, in
             st[b] = (fr_seq_step){.ids = ids + (int64_t)b * per_seq + n_prompt + i, .n = 1, .pos = n_prompt + i,
                                   .blocks = seqs[b].blocks, .n_absorbed = 1, .logits = FR_LOGITS_LAST};
         const uint64_t before = be->weight_bytes_read;
-        const double t0 = now_s();
+        const double t0 = fr_now_s();
         rc = fr_forward_step(fwd, st, B, logits, err);
         if (i > 0) {
-            steps[i - 1] = now_s() - t0;
+            steps[i - 1] = fr_now_s() - t0;
             bytes += be->weight_bytes_read - before;
         }
     }
     if (!rc) {
-        qsort(steps, (size_t)n_gen, sizeof *steps, cmp_double);
+        qsort(steps, (size_t)n_gen, sizeof *steps, fr_cmp_double);
         *t_step = steps[n_gen / 2];
         *bytes_step = (double)bytes / (double)n_gen;
     }

@@ -5,17 +5,13 @@
  * when output_len > 1, ITL samples pooled over requests; failed requests are left out
  * of every latency statistic and count zero tokens; throughputs divide by the level's
  * duration (first dispatch to last completion). */
+#include "args.h"
 #include "bench_serve_report.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 double fr_bs_percentile(const double *sorted, int64_t n, double p) {
     double rank = p / 100.0 * (double)(n - 1);
@@ -28,7 +24,7 @@ double fr_bs_percentile(const double *sorted, int64_t n, double p) {
 void fr_bs_stat_of(double *x, int64_t n, fr_bs_stat *out) {
     memset(out, 0, sizeof *out);
     if (n <= 0) return;
-    qsort(x, (size_t)n, sizeof *x, cmp_double);
+    qsort(x, (size_t)n, sizeof *x, fr_cmp_double);
     double sum = 0;
     for (int64_t i = 0; i < n; i++) sum += x[i];
     double mean = sum / (double)n, var = 0;

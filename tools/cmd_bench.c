@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "args.h"
 #include "bench_batch.h"
@@ -26,17 +25,6 @@
 #include "model/forward.h"
 #include "model/quantize.h"
 #include "model/synth.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static int usage(const char *msg) {
     if (msg) return fprintf(stderr, "frontier bench: %s\n", msg), 2;
@@ -99,12 +87,12 @@ static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtyp
         /* one untimed step first: step buffers and the scratch of each op get allocated */
         int32_t id = 1 % (int32_t)c->vocab_size;
         if (!rc) rc = fr_session_eval(s, &id, 1, FR_ATTN_AUTO, logits, false, err);
-        const double a0 = be->attention_s, i0 = be->indexer_s, t0 = now_s();
+        const double a0 = be->attention_s, i0 = be->indexer_s, t0 = fr_now_s();
         for (int64_t k = 0; k < n_gen && !rc; k++) {
             id = (int32_t)((k * 7919 + 3) % c->vocab_size);
             rc = fr_session_eval(s, &id, 1, FR_ATTN_AUTO, logits, false, err);
         }
-        const double per = (now_s() - t0) / (double)n_gen, attn = (be->attention_s - a0) / (double)n_gen;
+        const double per = (fr_now_s() - t0) / (double)n_gen, attn = (be->attention_s - a0) / (double)n_gen;
         const double idx = (be->indexer_s - i0) / (double)n_gen;
         const double kvmb = kv_read_bytes(m, kv_dtype, (double)ctxs[i]) / 1e6;
         fr_session_free(s);
@@ -171,7 +159,7 @@ int fr_cmd_bench(int argc, char **argv) {
     char *json_text = NULL, *edited = NULL;
     fr_status rc = fr_cpu_backend_create((int)threads, &be, &err);
     if (rc) goto out;
-    double t_load = now_s();
+    double t_load = fr_now_s();
     if (dir) {
         if ((rc = fr_model_load(dir, &m, &err))) goto out;
     } else {
@@ -186,10 +174,10 @@ int fr_cmd_bench(int argc, char **argv) {
         if ((rc = fr_synth_memory(edited, &so, &cfg, &st, &err))) goto out;
         if ((rc = fr_model_from_set(&cfg, st, &m, &err))) goto out;
     }
-    t_load = now_s() - t_load;
-    double t_quant = now_s();
+    t_load = fr_now_s() - t_load;
+    double t_quant = fr_now_s();
     if (q_experts && dir && (rc = fr_model_quantize_experts(m, FR_QFMT_MXFP4, &err))) goto out;
-    t_quant = now_s() - t_quant;
+    t_quant = fr_now_s() - t_quant;
     const fr_config *c = &m->cfg;
 
     if (n_ctx) {
@@ -226,20 +214,20 @@ int fr_cmd_bench(int argc, char **argv) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         ids[i] = (int32_t)(x % (uint64_t)c->vocab_size);
     }
-    double t0 = now_s();
+    double t0 = fr_now_s();
     rc = fr_session_eval(s, ids, n_prompt, FR_ATTN_AUTO, logits, false, &err);
-    double t_prefill = now_s() - t0;
+    double t_prefill = fr_now_s() - t0;
     uint64_t weight_bytes = 0;
     for (int64_t i = 0; i < n_gen && !rc; i++) {
         uint64_t before = be->weight_bytes_read;
-        double a = now_s();
+        double a = fr_now_s();
         rc = fr_session_eval(s, ids + n_prompt + i, 1, FR_ATTN_AUTO, logits, false, &err);
-        step[i] = now_s() - a;
+        step[i] = fr_now_s() - a;
         weight_bytes += be->weight_bytes_read - before;
     }
     free(logits);
     if (rc) goto out;
-    qsort(step, (size_t)n_gen, sizeof *step, cmp_double);
+    qsort(step, (size_t)n_gen, sizeof *step, fr_cmp_double);
     const double t_step = step[n_gen / 2];
 
     /* Bytes one decode step reads: weights as counted by the backend (mean over steps),

@@ -41,12 +41,6 @@
 
 static const char *CMD = "bench-serve";
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------------- growable buffer */
 
 typedef struct {
@@ -501,7 +495,7 @@ static void on_line(fr_bs_slot *s, char *p, size_t n, double ts) {
 static size_t on_write(char *p, size_t size, size_t nmemb, void *user) {
     fr_bs_slot *s = user;
     size_t n = size * nmemb;
-    double ts = now_s();
+    double ts = fr_now_s();
     if (!s->status) curl_easy_getinfo(s->h, CURLINFO_RESPONSE_CODE, &s->status);
     if (s->status != 200) {
         size_t keep = FR_BS_MAX_ERR_BODY - s->errbody.len;
@@ -565,7 +559,7 @@ static fr_status slot_start(fr_bs_ctx *c, fr_bs_slot *s, fr_bs_req *q, fr_error 
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(c->o.timeout_s * 1000));
-    q->res->st = now_s();
+    q->res->st = fr_now_s();
     CURLMcode mc = curl_multi_add_handle(c->multi, h);
     if (mc) return fr_fail(err, FR_ERR_IO, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
     s->busy = true;
@@ -633,7 +627,7 @@ static fr_status run_requests(fr_bs_ctx *c, fr_bs_req *q, int64_t n, int64_t con
             rc = fr_fail(err, FR_ERR_NOMEM, "curl_easy_init failed");
             goto out;
         }
-    double t0 = now_s(), t_end = t0;
+    double t0 = fr_now_s(), t_end = t0;
     for (int64_t i = 0; i < n_slots; i++, next++, inflight++)
         if ((rc = slot_start(c, &slots[i], &q[next], err))) goto out;
     while (inflight > 0) {
@@ -654,7 +648,7 @@ static fr_status run_requests(fr_bs_ctx *c, fr_bs_req *q, int64_t n, int64_t con
             CURLcode cr = m->data.result;
             curl_multi_remove_handle(c->multi, s->h);
             slot_finish(s, cr);
-            t_end = now_s();
+            t_end = fr_now_s();
             inflight--;
             if (next < n) {
                 if ((rc = slot_start(c, s, &q[next], err))) goto out;
@@ -719,7 +713,7 @@ static CURLcode http_get(const fr_bs_ctx *c, const char *path, long timeout_ms, 
 }
 
 static fr_status wait_ready(const fr_bs_ctx *c, fr_error *err) {
-    double deadline = now_s() + c->o.ready_timeout_s;
+    double deadline = fr_now_s() + c->o.ready_timeout_s;
     bool said = false;
     fr_bs_buf body = {0};
     char cerr[CURL_ERROR_SIZE], msg[256];
@@ -737,7 +731,7 @@ static fr_status wait_ready(const fr_bs_ctx *c, fr_error *err) {
             rc = fr_fail(err, FR_ERR_IO, "GET %s/health: HTTP %ld: %s", c->o.base, status, msg[0] ? msg : "(empty body)");
             break;
         }
-        if (now_s() >= deadline) {
+        if (fr_now_s() >= deadline) {
             rc = fr_fail(err, FR_ERR_IO, "%s/health still answers 503 after %.0f s (--ready-timeout)", c->o.base,
                          c->o.ready_timeout_s);
             break;

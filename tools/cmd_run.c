@@ -3,19 +3,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "args.h"
 #include "engine/sampler.h"
 #include "model/forward.h"
 #include "model/quantize.h"
 #include "prompt.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     const char *dir, *ids_arg, *out;
@@ -107,9 +100,9 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
     if ((rc = fr_cpu_backend_create((int)o->threads, &c->be, err))) return rc;
     if ((rc = fr_model_load(o->dir, &c->model, err))) return rc;
     if (o->quantize_experts) {
-        double t0 = now_s();
+        double t0 = fr_now_s();
         if ((rc = fr_model_quantize_experts(c->model, FR_QFMT_MXFP4, err))) return rc;
-        fprintf(stderr, "routed experts quantized to MXFP4 at load in %.2f s\n", now_s() - t0);
+        fprintf(stderr, "routed experts quantized to MXFP4 at load in %.2f s\n", fr_now_s() - t0);
     }
     for (int64_t i = 0; i < c->n_ids; i++)
         if (c->ids[i] >= c->model->cfg.vocab_size)
@@ -188,9 +181,9 @@ int fr_cmd_run(int argc, char **argv) {
         rc = fr_fail(&err, FR_ERR_NOMEM, "out of memory");
         goto out;
     }
-    double t0 = now_s();
+    double t0 = fr_now_s();
     if ((rc = fr_session_eval(c.sess, c.ids, c.n_ids, FR_ATTN_AUTO, logits, false, &err))) goto out;
-    double t1 = now_s();
+    double t1 = fr_now_s();
     int64_t produced = 0;
     for (; produced < o.n_predict; produced++) {
         int32_t id = fr_sampler_sample(&smp, logits);
@@ -209,7 +202,7 @@ int fr_cmd_run(int argc, char **argv) {
         if (produced + 1 < o.n_predict && (rc = fr_session_eval(c.sess, &id, 1, FR_ATTN_AUTO, logits, false, &err)))
             goto out;
     }
-    double t2 = now_s();
+    double t2 = fr_now_s();
     if (detok) {
         piece.len = 0;
         if ((rc = fr_detok_finish(detok, &piece, &err))) goto out;

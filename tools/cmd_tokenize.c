@@ -14,19 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "args.h"
 #include "io/json_util.h"
 #include "tokenizer/tokenizer.h"
 
 #define MAX_INPUTS 4096
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
     char *data;
@@ -104,13 +97,13 @@ int fr_cmd_tokenize(int argc, char **argv) {
         double best = 1e30;
         for (int k = 0; k < n_in; k++) bytes += in[k].len;
         for (int64_t r = 0; r < bench; r++) {
-            double t0 = now_s();
+            double t0 = fr_now_s();
             tokens = 0;
             for (int k = 0; k < n_in; k++) {
                 if (fr_tokenizer_encode(tok, in[k].data, in[k].len, flags, &ids, &err)) goto fail;
                 tokens += ids.n;
             }
-            double dt = now_s() - t0;
+            double dt = fr_now_s() - t0;
             if (dt < best) best = dt;
         }
         printf("bench: %zu bytes, %lld tokens, best of %lld runs %.3f ms, %.2f MB/s\n", bytes, (long long)tokens,
