@@ -192,7 +192,7 @@ static void *load(void *arg) {
     if (o->max_batched) eo.max_batched_tokens = o->max_batched;
     eo.kv_cache_dtype = o->kv_dtype;
     if (o->kv_gb > 0) {
-        int64_t per_tok = fr_engine_kv_bytes_per_token(L->model, o->kv_dtype);
+        int64_t per_tok = fr_kv_bytes_per_token(L->model, o->kv_dtype);
         eo.kv_cache_tokens = per_tok > 0 ? (int64_t)((double)o->kv_gb * (1 << 30) / (double)per_tok) : 0;
         if (eo.kv_cache_tokens < 1) {
             rc = fr_fail(err, FR_ERR_INVALID, "--kv-cache-memory %g GB holds no token (%lld bytes per token)",

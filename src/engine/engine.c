@@ -83,8 +83,6 @@ fr_engine_opts fr_engine_opts_default(void) {
                             .max_batched_tokens = 512, .block_size = 16};
 }
 
-int64_t fr_engine_kv_bytes_per_token(const fr_model *m, fr_kv_dtype dtype) { return fr_kv_bytes_per_token(m, dtype); }
-
 int64_t fr_engine_max_model_len(const fr_engine *e) { return e->max_model_len; }
 
 /* ---------------------------------------------------------------- queue */
@@ -193,19 +191,6 @@ static fr_status check_params(const fr_engine *e, const int32_t *prompt, int64_t
     return FR_OK;
 }
 
-/* The sampler's generator seeded as fr_sampler_init seeds it, so that a request and
- * `frontier run` with the same seed draw the same numbers. */
-static void seed_rng(fr_engine *e, req *r) {
-    fr_sampler_params sp = {.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f, .seed = r->p.seed};
-    fr_sampler tmp;
-    fr_error ignored;
-    /* vocab 1 keeps the scratch tiny; only the generator state is kept */
-    if (fr_sampler_init(&tmp, &sp, 1, &ignored) == FR_OK) {
-        memcpy(r->rng, tmp.rng, sizeof r->rng);
-        fr_sampler_release(&tmp);
-    }
-    (void)e;
-}
 
 fr_status fr_engine_submit(fr_engine *e, const int32_t *prompt, int64_t n_prompt, const fr_gen_params *p,
                            fr_event_fn fn, void *user, uint64_t *id, fr_error *err) {
@@ -228,7 +213,7 @@ fr_status fr_engine_submit(fr_engine *e, const int32_t *prompt, int64_t n_prompt
     r->fn = fn;
     r->user = user;
     r->t_submitted = now_s();
-    seed_rng(e, r);
+    fr_sampler_seed(r->rng, p->seed); /* as fr_sampler_init seeds: `frontier run` draws the same */
 
     pthread_mutex_lock(&e->mu);
     if (e->shutdown || e->n_waiting >= e->o.max_queue) {

@@ -79,8 +79,6 @@ typedef struct {
 
 /* Zeroes in opts mean the defaults above. */
 fr_engine_opts fr_engine_opts_default(void);
-/* Bytes of KV cache one token takes in this model (all layers) with this cache dtype. */
-int64_t fr_engine_kv_bytes_per_token(const fr_model *m, fr_kv_dtype dtype);
 
 typedef struct fr_engine fr_engine;
 

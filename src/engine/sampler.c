@@ -24,6 +24,11 @@ static uint64_t next_u64(uint64_t *s) {
 
 double fr_sampler_uniform(fr_sampler *s) { return (double)(next_u64(s->rng) >> 11) * 0x1.0p-53; }
 
+void fr_sampler_seed(uint64_t rng[4], uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) rng[i] = splitmix64(&x);
+}
+
 fr_status fr_sampler_init(fr_sampler *s, const fr_sampler_params *p, int64_t vocab, fr_error *err) {
     memset(s, 0, sizeof *s);
     if (!(p->temperature >= 0.0f) || !isfinite(p->temperature))
@@ -38,8 +43,7 @@ fr_status fr_sampler_init(fr_sampler *s, const fr_sampler_params *p, int64_t voc
     s->vocab = vocab;
     s->cand = malloc((size_t)vocab * sizeof *s->cand);
     if (!s->cand) return fr_fail(err, FR_ERR_NOMEM, "sampler: out of memory");
-    uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    fr_sampler_seed(s->rng, p->seed);
     return FR_OK;
 }
 

@@ -30,6 +30,10 @@ typedef struct {
 fr_status fr_sampler_init(fr_sampler *s, const fr_sampler_params *p, int64_t vocab, fr_error *err);
 void fr_sampler_release(fr_sampler *s);
 
+/* The generator state a seed gives (what fr_sampler_init sets up): lets a caller that keeps
+ * one sampler's scratch for many requests hold each request's own draws. */
+void fr_sampler_seed(uint64_t rng[4], uint64_t seed);
+
 /* Next token id from logits[vocab]. */
 int32_t fr_sampler_sample(fr_sampler *s, const float *logits);
 
