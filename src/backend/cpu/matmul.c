@@ -213,16 +213,22 @@ static AI float q4_elem(const float *lut, const uint8_t *row, int64_t c) {
  * chunk of 8 * L elements (L lanes per vector), xp[k * L + d] = x[8d + k]. The buffer is
  * zero-padded to whole chunks (64-byte aligned) so the kernels never test for a short
  * chunk of x. Returns NULL when out of memory. */
-static float *q4_prep_x(const float *x, int64_t K, int L) {
+/* Floats q4_prep_x writes for a row of K inputs: whole chunks of 8 x L. */
+static int64_t q4_prep_len(int64_t K, int L) { return (K + 8 * (int64_t)L - 1) / (8 * (int64_t)L) * (8 * (int64_t)L); }
+
+static void q4_prep_x_into(const float *x, int64_t K, int L, float *xp) {
     const int64_t ch = 8 * (int64_t)L, nch = (K + ch - 1) / ch;
-    float *xp = aligned_alloc(64, (size_t)(nch * ch) * sizeof(float));
-    if (!xp) return NULL;
     for (int64_t j = 0; j < nch; j++)
         for (int k = 0; k < 8; k++)
             for (int d = 0; d < L; d++) {
                 const int64_t c = j * ch + 8 * d + k;
                 xp[j * ch + k * L + d] = c < K ? x[c] : 0.0f;
             }
+}
+
+static float *q4_prep_x(const float *x, int64_t K, int L) {
+    float *xp = aligned_alloc(64, (size_t)q4_prep_len(K, L) * sizeof(float));
+    if (xp) q4_prep_x_into(x, K, L, xp);
     return xp;
 }
 
@@ -1458,24 +1464,14 @@ static void matvec_n(float *y, const float *x, int64_t n, const fr_weight *w, co
 /* 4-bit rows for several tokens: each token's x rearranged once (as matvec does), then
  * the rows split over the threads as in matvec_n. */
 static void matvec_n_q4(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
-    const int64_t K = w->cols, ch = 8 * (int64_t)k->q4_lanes, ldx = (K + ch - 1) / ch * ch;
+    const int64_t K = w->cols, ldx = q4_prep_len(K, k->q4_lanes);
     float *xp = k->mvnq ? aligned_alloc(64, (size_t)(n * ldx) * sizeof(float)) : NULL;
     if (!xp) { /* no vector kernel, or out of memory: the portable one reads x as it is */
         const kernels p = pick(FR_ISA_PORTABLE);
         matvec_n(y, x, n, w, &p);
         return;
     }
-    for (int64_t t = 0; t < n; t++) {
-        float *one = q4_prep_x(x + t * K, K, k->q4_lanes);
-        if (!one) {
-            free(xp);
-            const kernels p = pick(FR_ISA_PORTABLE);
-            matvec_n(y, x, n, w, &p);
-            return;
-        }
-        memcpy(xp + t * ldx, one, (size_t)ldx * sizeof(float));
-        free(one);
-    }
+    for (int64_t t = 0; t < n; t++) q4_prep_x_into(x + t * K, K, k->q4_lanes, xp + t * ldx);
     const int64_t rows = w->rows, groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
     int64_t chunks = omp_get_max_threads();
     if (chunks > groups) chunks = groups;
