@@ -1,6 +1,9 @@
 /* args.c - strict parsing of numbers and id lists from the command line. */
 #include "args.h"
 
+#include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -111,4 +114,32 @@ double fr_now_s(void) {
 int fr_cmp_double(const void *a, const void *b) {
     const double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* "cpu", "cuda", "cuda:N": the GPU index, -1 for cpu; -2 if malformed. */
+static int device_index(const char *s) {
+    if (!s || !strcmp(s, "cpu")) return -1;
+    if (!strcmp(s, "cuda")) return 0;
+    if (strncmp(s, "cuda:", 5) != 0 || !s[5]) return -2;
+    int64_t v = 0;
+    for (const char *p = s + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || v > 1000) return -2;
+        v = v * 10 + (*p - '0');
+    }
+    return v > 1000 ? -2 : (int)v;
+}
+
+fr_status fr_arg_device(const char *s, fr_error *err) {
+    if (device_index(s) == -2)
+        return fr_fail(err, FR_ERR_INVALID, "--device \"%s\" is not a device (cpu, cuda, cuda:N)", s);
+    return FR_OK;
+}
+
+fr_status fr_backend_open(const char *device, int threads, fr_backend **out, fr_error *err) {
+    const int idx = device_index(device);
+    if (idx == -2) return fr_arg_device(device, err);
+    if (idx == -1) return fr_cpu_backend_create(threads, out, err);
+    fr_status rc = fr_cuda_backend_create(idx, out, err);
+    if (!rc) fprintf(stderr, "device: %s\n", fr_cuda_backend_device_name());
+    return rc;
 }

@@ -28,6 +28,13 @@ fr_status fr_arg_list_i64(const char *what, const char *s, int64_t lo, int64_t h
 /* argv[*i] is an option that takes a value: return it and advance *i, or NULL (err set). */
 const char *fr_arg_value(int argc, char **argv, int *i, fr_error *err);
 
+/* The backend a --device value names: "cpu" (threads: 0 = all cores), "cuda" or
+ * "cuda:N" (GPU N). NULL device means cpu. */
+typedef struct fr_backend fr_backend;
+fr_status fr_backend_open(const char *device, int threads, fr_backend **out, fr_error *err);
+/* Is `device` a name fr_backend_open accepts? (Checked while parsing options.) */
+fr_status fr_arg_device(const char *s, fr_error *err);
+
 /* Print "frontier CMD: message" to stderr (one line) and return 1 (exit status). */
 int fr_cli_error(const char *cmd, const fr_error *err);
 

@@ -29,7 +29,7 @@
 static int usage(const char *msg) {
     if (msg) return fprintf(stderr, "frontier bench: %s\n", msg), 2;
     fprintf(stderr, "usage: frontier bench (DIR | --preset P --load-format dummy [--layers N] [--experts E] [--fp8-blocks])\n"
-                    "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--quantize-experts mxfp4] [--json]\n"
+                    "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--json]\n"
                     "                      [--kv-cache-dtype auto|fp8] [--context N[,N...] [--dense-contrast]] [--batch B[,B...]]\n");
     return 2;
 }
@@ -112,7 +112,7 @@ static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtyp
 }
 
 int fr_cmd_bench(int argc, char **argv) {
-    const char *dir = NULL, *preset = NULL, *load_format = NULL;
+    const char *dir = NULL, *preset = NULL, *load_format = NULL, *device = NULL;
     int64_t n_prompt = 512, n_gen = 128, threads = 0, layers = 0, experts = 0;
     bool json = false, fp8 = false, q_experts = false, dense_contrast = false;
     fr_kv_dtype kv_dtype = FR_KV_F32;
@@ -136,6 +136,7 @@ int fr_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &n_gen, &err); }
         else if (!strcmp(a, "-t")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &threads, &err); }
         else if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--device")) { VAL(); rc = fr_arg_device(v, &err); device = v; }
         else if (!strcmp(a, "--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &kv_dtype, &err); }
         else if (!strcmp(a, "--context")) { VAL(); rc = fr_arg_list_i64("--context", v, 1, INT32_MAX / 2, ctxs, 16, &n_ctx, &err); }
         else if (!strcmp(a, "--dense-contrast")) dense_contrast = true;
@@ -157,7 +158,7 @@ int fr_cmd_bench(int argc, char **argv) {
     int32_t *ids = NULL;
     double *step = NULL;
     char *json_text = NULL, *edited = NULL;
-    fr_status rc = fr_cpu_backend_create((int)threads, &be, &err);
+    fr_status rc = fr_backend_open(device, (int)threads, &be, &err);
     if (rc) goto out;
     double t_load = fr_now_s();
     if (dir) {

@@ -25,11 +25,11 @@
 #define USAGE                                                                                                  \
     "usage: frontier serve DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--served-model-name NAME]\n" \
     "         [--max-num-seqs 64] [--max-model-len N] [--kv-cache-memory GB] [--kv-cache-dtype auto|fp8]\n"             \
-    "         [--max-queue 256] [--max-batched-tokens 512] [-t THREADS] [--quantize-experts mxfp4] [--shutdown-timeout 30]\n"   \
+    "         [--max-queue 256] [--max-batched-tokens 512] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--shutdown-timeout 30]\n"   \
     "         [--max-body-mb 32] [--timeout 600] [--sse-keepalive 15 (0: off)]\n"
 
 typedef struct {
-    const char *dir, *host, *api_key, *name;
+    const char *dir, *host, *api_key, *name, *device;
     int64_t port, max_num_seqs, max_model_len, max_queue, max_batched, threads, body_mb, timeout;
     float kv_gb, shutdown_timeout, sse_keepalive;
     bool quantize_experts;
@@ -72,6 +72,7 @@ static fr_status parse(int argc, char **argv, serve_opts *o, fr_error *err) {
         else if (IS("--max-queue", "--max-num-queued-reqs")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &o->max_queue, err); }
         else if (IS("--max-batched-tokens", "--max-num-batched-tokens")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 24, &o->max_batched, err); }
         else if (IS("-t", "--threads")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &o->threads, err); }
+        else if (IS("--device")) { VAL(); rc = fr_arg_device(v, err); o->device = v; }
         else if (IS("--quantize-experts")) {
             VAL();
             if (strcmp(v, "mxfp4") != 0)
@@ -241,7 +242,7 @@ int fr_cmd_serve(int argc, char **argv) {
     fr_error cerr = {0};
     if (fr_chat_template_load(o.dir, &L.chat, &cerr))
         fprintf(stderr, "frontier serve: no chat template (%s): /v1/chat/completions will answer 400\n", cerr.msg);
-    if ((rc = fr_cpu_backend_create((int)o.threads, &L.be, &err))) goto out;
+    if ((rc = fr_backend_open(o.device, (int)o.threads, &L.be, &err))) goto out;
     if ((rc = fr_model_load(o.dir, &L.model, &err))) goto out;
     if ((rc = fr_server_create(&so, &loading, &L.srv, &err))) goto out;
 

@@ -22,7 +22,7 @@
 #include "../core/status.h"
 #include "../core/weight.h"
 
-#define FR_BACKEND_API_VERSION 3
+#define FR_BACKEND_API_VERSION 4
 
 typedef struct fr_backend fr_backend;
 
@@ -228,6 +228,13 @@ typedef struct {
      * <= pos0+t, -1 ends a row early). Same q, out, forms and cache as mla_attention. */
     fr_status (*mla_sparse_attention)(fr_backend *be, float *out, const float *q, int64_t n, int64_t pos0,
                                       const fr_mla_layer *L, const int32_t *sel, int sel_width, bool absorbed);
+
+    /* Make weight w usable by later ops (optional: host-memory backends leave it NULL). A
+     * device backend copies the tensor's bytes (data, scales, scale grid) to device memory
+     * once, in their stored format; registering bytes already resident is a no-op. The
+     * forward pass registers every weight of the model when it is created; ops later
+     * receive the same host views and translate them. */
+    fr_status (*register_weight)(fr_backend *be, const fr_weight *w);
 } fr_backend_ops;
 
 struct fr_backend {

@@ -111,6 +111,8 @@ fr_status fr_forward_create(const fr_model *m, fr_backend *be, fr_kv_pool *pool,
         if (!pool->index_layer)
             return fr_fail(err, FR_ERR_INVALID, "forward: the KV pool has no indexer-key cache for a DSA model");
     }
+    fr_status rc = fr_model_register_weights(m, be, err);
+    if (rc) return rc;
     fr_forward *f = calloc(1, sizeof *f);
     if (!f) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
     f->m = m, f->be = be, f->pool = pool;
@@ -128,11 +130,19 @@ void fr_forward_free(fr_forward *f) {
     free(f);
 }
 
+/* A failed op names itself: backends report through their status alone. */
 #define TRY(x)                                                                                     \
     do {                                                                                           \
         fr_status rc_ = (x);                                                                       \
-        if (rc_) return rc_ == FR_ERR_NOMEM ? fr_fail(err, rc_, "out of memory in the forward pass") : rc_; \
+        if (rc_) return op_failed(f->be, rc_, #x, err);                                            \
     } while (0)
+
+static fr_status op_failed(const fr_backend *be, fr_status rc, const char *call, fr_error *err) {
+    if (rc == FR_ERR_NOMEM) return fr_fail(err, rc, "out of memory in the forward pass");
+    const char *end = strchr(call, '(');
+    return fr_fail(err, rc, "%s backend: %.*s failed in the forward pass (%s)", be->ops->name,
+                   end ? (int)(end - call) : 40, call, fr_status_name(rc));
+}
 
 /* Does sequence s attend sparsely? Only when its context is longer than index_topk:
  * up to that every key is selected and dense attention is the same. */

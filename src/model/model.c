@@ -424,6 +424,67 @@ void fr_model_free(fr_model *m) {
     free(m);
 }
 
+static int64_t stored_bytes(const fr_weight *w);
+
+/* Every weight the forward pass reads (the main layers; MTP layers are not run yet). */
+static fr_status each_layer_weight(const fr_config *c, const fr_layer *L, fr_status (*fn)(void *, const fr_weight *),
+                                   void *ctx) {
+    const fr_weight *ws[] = {&L->input_norm, &L->post_norm, &L->q_a, &L->q_a_norm, &L->q_b, &L->q, &L->kv_a,
+                             &L->kv_a_norm, &L->kv_b, &L->o, &L->idx_wq_b, &L->idx_wk, &L->idx_k_norm,
+                             &L->idx_k_bias, &L->idx_weights, &L->gate, &L->up, &L->down, &L->router,
+                             &L->router_bias};
+    fr_status rc = FR_OK;
+    for (size_t i = 0; i < sizeof ws / sizeof *ws && !rc; i++)
+        if (ws[i]->data) rc = fn(ctx, ws[i]);
+    if (L->is_moe && L->exp_gate)
+        for (int e = 0; e < c->n_routed_experts && !rc; e++) {
+            if (!(rc = fn(ctx, &L->exp_gate[e]))) rc = fn(ctx, &L->exp_up[e]);
+            if (!rc) rc = fn(ctx, &L->exp_down[e]);
+        }
+    return rc;
+}
+
+static fr_status each_weight(const fr_model *m, fr_status (*fn)(void *, const fr_weight *), void *ctx) {
+    const fr_weight *top[] = {&m->embed, &m->final_norm, &m->lm_head};
+    fr_status rc = FR_OK;
+    for (size_t i = 0; i < 3 && !rc; i++)
+        if (top[i]->data) rc = fn(ctx, top[i]);
+    for (int l = 0; l < m->cfg.n_layers && !rc; l++) rc = each_layer_weight(&m->cfg, &m->layers[l], fn, ctx);
+    return rc;
+}
+
+typedef struct {
+    fr_backend *be;
+    int64_t total, done, next_report;
+} register_ctx;
+
+static fr_status add_bytes(void *ctx, const fr_weight *w) {
+    ((register_ctx *)ctx)->total += stored_bytes(w);
+    return FR_OK;
+}
+
+static fr_status register_one(void *ctx, const fr_weight *w) {
+    register_ctx *r = ctx;
+    fr_status rc = r->be->ops->register_weight(r->be, w);
+    r->done += stored_bytes(w);
+    if (!rc && r->done >= r->next_report) { /* progress for models worth waiting for */
+        fprintf(stderr, "uploading weights to %s: %.1f / %.1f GB\n", r->be->ops->name, (double)r->done / 1e9,
+                (double)r->total / 1e9);
+        r->next_report += r->total / 10;
+    }
+    return rc;
+}
+
+fr_status fr_model_register_weights(const fr_model *m, fr_backend *be, fr_error *err) {
+    if (!be->ops->register_weight) return FR_OK;
+    register_ctx r = {.be = be};
+    each_weight(m, add_bytes, &r);
+    r.next_report = r.total >= ((int64_t)1 << 30) ? r.total / 10 : INT64_MAX;
+    fr_status rc = each_weight(m, register_one, &r);
+    if (rc) return fr_fail(err, rc, "%s backend: uploading the weights failed (%s)", be->ops->name, fr_status_name(rc));
+    return FR_OK;
+}
+
 /* Layer index of a tensor name "...model.layers.N....", or -1. */
 static int layer_of(const char *name) {
     const char *p = strstr(name, "model.layers.");

@@ -83,6 +83,10 @@ fr_status fr_model_from_set(const fr_config *cfg, fr_st_set *st, fr_model **out,
 
 void fr_model_free(fr_model *m);
 
+/* Hand every weight the forward pass reads to the backend's register_weight op (a device
+ * backend uploads them; a no-op where the op is NULL or the bytes are resident). */
+fr_status fr_model_register_weights(const fr_model *m, fr_backend *be, fr_error *err);
+
 /* Bind one linear weight `name` ("....weight") of module group `group` as an [rows, cols]
  * view, in whichever form st stores it, checked against cfg's quantization_config
  * (what fr_model_from_set does for every layer; `frontier quantize` uses it alone). */

@@ -1,0 +1,350 @@
+/* cuda_backend.cu - the CUDA backend's op table, device memory and weight residency.
+ *
+ * Weights are uploaded once, in their stored format, by register_weight (the forward pass
+ * registers every tensor of the model when it is created); a weight view the ops receive
+ * is a host view, translated to the device copy by looking up the host address range it
+ * falls in (a sorted table, binary search: a few hundred lookups per step). Host arrays an
+ * op receives go through a staging ring in device memory. Activations are float32 device
+ * buffers (the op table's contract); the kernels read weights in their formats and
+ * accumulate in float32.
+ *
+ * Built three ways from the same source: nvcc (CUDA), hipcc (HIP, through gpu_compat.h),
+ * and g++ with FR_GPU_EMU, which runs every kernel on the CPU (gpu_emu.h) so that CI tests
+ * the kernels without a GPU. */
+#include "cuda_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+extern "C" {
+#include "cuda_backend.h"
+}
+
+typedef struct {
+    uintptr_t host;
+    size_t bytes;
+    char *dev;
+} weight_range;
+
+typedef struct {
+    const void *key;
+    void *dev;
+} memo_entry;
+
+struct fr_cu_ctx {
+    fr_gpu_stream stream;
+    weight_range *ranges; /* sorted by host address */
+    size_t n_ranges, cap_ranges;
+    uint64_t uploaded_bytes;
+    char *ring; /* staging ring for host arrays */
+    size_t ring_bytes, ring_head;
+    void *scratch[FR_CU_SCRATCH_COUNT];
+    size_t scratch_bytes[FR_CU_SCRATCH_COUNT];
+    memo_entry *memo;
+    size_t n_memo, cap_memo;
+    unsigned long long *bytes_counter; /* device */
+    bool reported;                     /* one device error message is enough */
+};
+
+static fr_cu_ctx *ctx_of(fr_backend *be) { return (fr_cu_ctx *)be->ctx; }
+
+fr_gpu_stream fr_cu_stream(fr_backend *be) { return ctx_of(be)->stream; }
+
+fr_status fr_cu_check(fr_backend *be, const char *what) {
+    fr_gpu_err e = fr_gpu_last_error();
+    if (e == FR_GPU_SUCCESS) return FR_OK;
+    fr_cu_ctx *c = ctx_of(be);
+    if (!c->reported) fprintf(stderr, "cuda backend: %s: %s\n", what, fr_gpu_error_string(e));
+    c->reported = true;
+    return FR_ERR_DEVICE;
+}
+
+static fr_status gpu_fail(fr_backend *be, fr_gpu_err e, const char *what) {
+    if (e == FR_GPU_SUCCESS) return FR_OK;
+    fr_cu_ctx *c = ctx_of(be);
+    if (!c->reported) fprintf(stderr, "cuda backend: %s: %s\n", what, fr_gpu_error_string(e));
+    c->reported = true;
+    return FR_ERR_DEVICE;
+}
+
+/* ---- weight residency */
+
+/* Index of the last range starting at or below host address p, or -1. */
+static long range_floor(const fr_cu_ctx *c, uintptr_t p) {
+    long lo = 0, hi = (long)c->n_ranges - 1, ans = -1;
+    while (lo <= hi) {
+        const long mid = (lo + hi) / 2;
+        if (c->ranges[mid].host <= p) ans = mid, lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return ans;
+}
+
+/* Device address of host bytes [p, p + bytes), or NULL if no uploaded range holds them. */
+static const void *translate(const fr_cu_ctx *c, const void *p, size_t bytes) {
+    const uintptr_t a = (uintptr_t)p;
+    for (long i = range_floor(c, a); i >= 0; i--) { /* overlapping ranges: rare, short walk */
+        const weight_range *r = &c->ranges[i];
+        if (a >= r->host && a + bytes <= r->host + r->bytes) return r->dev + (a - r->host);
+        if (r->host + r->bytes <= a && i < (long)c->n_ranges - 1 && c->ranges[i + 1].host > a) break;
+    }
+    return NULL;
+}
+
+static fr_status upload_range(fr_backend *be, const void *p, size_t bytes) {
+    fr_cu_ctx *c = ctx_of(be);
+    if (!p || !bytes || translate(c, p, bytes)) return FR_OK;
+    if (c->n_ranges == c->cap_ranges) {
+        const size_t cap = c->cap_ranges ? 2 * c->cap_ranges : 256;
+        weight_range *r = (weight_range *)realloc(c->ranges, cap * sizeof *r);
+        if (!r) return FR_ERR_NOMEM;
+        c->ranges = r, c->cap_ranges = cap;
+    }
+    void *dev = NULL;
+    fr_status rc = gpu_fail(be, fr_gpu_malloc(&dev, bytes), "allocating weight memory");
+    if (!rc) rc = gpu_fail(be, fr_gpu_memcpy_h2d(dev, p, bytes, c->stream), "uploading a weight");
+    /* the source may be a buffer the caller frees after registering: wait for the copy */
+    if (!rc) rc = gpu_fail(be, fr_gpu_stream_sync(c->stream), "uploading a weight");
+    if (rc) {
+        if (dev) fr_gpu_free(dev);
+        return rc;
+    }
+    const long at = range_floor(c, (uintptr_t)p) + 1;
+    memmove(&c->ranges[at + 1], &c->ranges[at], (c->n_ranges - (size_t)at) * sizeof *c->ranges);
+    c->ranges[at] = (weight_range){(uintptr_t)p, bytes, (char *)dev};
+    c->n_ranges++;
+    c->uploaded_bytes += bytes;
+    return FR_OK;
+}
+
+/* Host bytes of the scale_inv grid a view indexes: rows up to its last block. */
+static size_t scale_inv_bytes(const fr_weight *w) {
+    const int64_t last_block = (w->row0 + w->rows + w->block_rows - 1) / w->block_rows;
+    return (size_t)(last_block * w->scale_cols) * sizeof(float);
+}
+
+static fr_status cu_register_weight(fr_backend *be, const fr_weight *w) {
+    if (!w->data || w->rows <= 0) return FR_OK;
+    fr_status rc = upload_range(be, w->data, (size_t)(w->rows * fr_weight_row_bytes(w)));
+    if (!rc && w->scales) rc = upload_range(be, w->scales, (size_t)(w->rows * fr_weight_row_scale_bytes(w)));
+    if (!rc && w->scale_inv) rc = upload_range(be, w->scale_inv, scale_inv_bytes(w));
+    return rc;
+}
+
+fr_status fr_cu_weight(fr_backend *be, const fr_weight *w, fr_weight *dev) {
+    const fr_cu_ctx *c = ctx_of(be);
+    *dev = *w;
+    if (!w->data) return FR_OK;
+    dev->data = translate(c, w->data, (size_t)(w->rows * fr_weight_row_bytes(w)));
+    if (w->scales) dev->scales = translate(c, w->scales, (size_t)(w->rows * fr_weight_row_scale_bytes(w)));
+    if (w->scale_inv) dev->scale_inv = (const float *)translate(c, w->scale_inv, scale_inv_bytes(w));
+    if (!dev->data || (w->scales && !dev->scales) || (w->scale_inv && !dev->scale_inv)) {
+        fprintf(stderr, "cuda backend: a %lldx%lld %s weight was never registered\n", (long long)w->rows,
+                (long long)w->cols, fr_dtype_name(w->dtype));
+        return FR_ERR_INVALID;
+    }
+    return FR_OK;
+}
+
+/* ---- staging, scratch, memo */
+
+const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes) {
+    fr_cu_ctx *c = ctx_of(be);
+    const size_t need = (bytes + 255) & ~(size_t)255;
+    if (need > c->ring_bytes) { /* grow: wait for readers of the old ring first */
+        if (fr_gpu_stream_sync(c->stream)) return NULL;
+        size_t cap = c->ring_bytes ? c->ring_bytes : (size_t)1 << 20;
+        while (cap < need) cap *= 2;
+        void *p = NULL;
+        if (fr_gpu_malloc(&p, cap)) return NULL;
+        if (c->ring) fr_gpu_free(c->ring);
+        c->ring = (char *)p, c->ring_bytes = cap, c->ring_head = 0;
+    }
+    if (c->ring_head + need > c->ring_bytes) { /* wrap: earlier copies may still be read */
+        if (fr_gpu_stream_sync(c->stream)) return NULL;
+        c->ring_head = 0;
+    }
+    char *dst = c->ring + c->ring_head;
+    c->ring_head += need;
+    if (bytes && fr_gpu_memcpy_h2d(dst, host, bytes, c->stream)) return NULL;
+    return dst;
+}
+
+void *fr_cu_scratch(fr_backend *be, fr_cu_scratch_slot slot, size_t bytes) {
+    fr_cu_ctx *c = ctx_of(be);
+    if (bytes <= c->scratch_bytes[slot]) return c->scratch[slot];
+    if (fr_gpu_stream_sync(c->stream)) return NULL;
+    if (c->scratch[slot]) fr_gpu_free(c->scratch[slot]);
+    c->scratch[slot] = NULL, c->scratch_bytes[slot] = 0;
+    size_t cap = (size_t)1 << 16;
+    while (cap < bytes) cap *= 2;
+    if (fr_gpu_malloc(&c->scratch[slot], cap)) return c->scratch[slot] = NULL;
+    c->scratch_bytes[slot] = cap;
+    return c->scratch[slot];
+}
+
+void *fr_cu_memo(fr_backend *be, const void *key, size_t bytes, bool *fresh) {
+    fr_cu_ctx *c = ctx_of(be);
+    for (size_t i = 0; i < c->n_memo; i++)
+        if (c->memo[i].key == key) {
+            *fresh = false;
+            return c->memo[i].dev;
+        }
+    if (c->n_memo == c->cap_memo) {
+        const size_t cap = c->cap_memo ? 2 * c->cap_memo : 64;
+        memo_entry *m = (memo_entry *)realloc(c->memo, cap * sizeof *m);
+        if (!m) return NULL;
+        c->memo = m, c->cap_memo = cap;
+    }
+    void *dev = NULL;
+    if (fr_gpu_malloc(&dev, bytes ? bytes : 1)) return NULL;
+    c->memo[c->n_memo++] = (memo_entry){key, dev};
+    *fresh = true;
+    return dev;
+}
+
+unsigned long long *fr_cu_bytes_counter(fr_backend *be) { return ctx_of(be)->bytes_counter; }
+
+/* Move the device byte counter into be->weight_bytes_read (after a synchronize). */
+static fr_status fold_bytes(fr_backend *be) {
+    fr_cu_ctx *c = ctx_of(be);
+    unsigned long long n = 0;
+    fr_status rc = gpu_fail(be, fr_gpu_memcpy_d2h(&n, c->bytes_counter, sizeof n, c->stream), "reading counters");
+    if (!rc && n) {
+        be->weight_bytes_read += n;
+        rc = gpu_fail(be, fr_gpu_memset(c->bytes_counter, 0, sizeof n, c->stream), "resetting counters");
+    }
+    return rc;
+}
+
+/* ---- plain ops */
+
+static void *cu_alloc(fr_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (fr_gpu_malloc(&p, bytes ? bytes : 1)) return NULL;
+    if (fr_gpu_memset(p, 0, bytes ? bytes : 1, ctx_of(be)->stream)) {
+        fr_gpu_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void cu_free(fr_backend *be, void *p) {
+    if (!p) return;
+    /* queued work may still use p */
+    fr_gpu_stream_sync(ctx_of(be)->stream);
+    fr_gpu_free(p);
+}
+
+static fr_status cu_synchronize(fr_backend *be) {
+    fr_status rc = gpu_fail(be, fr_gpu_stream_sync(ctx_of(be)->stream), "synchronize");
+    return rc ? rc : fold_bytes(be);
+}
+
+static fr_status cu_to_host(fr_backend *be, float *host, const float *src, size_t n) {
+    fr_status rc = gpu_fail(be, fr_gpu_memcpy_d2h(host, src, n * sizeof *host, ctx_of(be)->stream), "to_host");
+    return rc ? rc : fold_bytes(be);
+}
+
+static fr_status cu_from_host(fr_backend *be, float *dst, const float *host, size_t n) {
+    fr_cu_ctx *c = ctx_of(be);
+    fr_status rc = gpu_fail(be, fr_gpu_memcpy_h2d(dst, host, n * sizeof *host, c->stream), "from_host");
+    /* the caller may overwrite host right after: make the copy complete */
+    return rc ? rc : gpu_fail(be, fr_gpu_stream_sync(c->stream), "from_host");
+}
+
+static void cu_destroy(fr_backend *be) {
+    fr_cu_ctx *c = ctx_of(be);
+    if (c) {
+        fr_gpu_stream_sync(c->stream);
+        for (size_t i = 0; i < c->n_ranges; i++) fr_gpu_free(c->ranges[i].dev);
+        for (size_t i = 0; i < c->n_memo; i++) fr_gpu_free(c->memo[i].dev);
+        for (int i = 0; i < FR_CU_SCRATCH_COUNT; i++)
+            if (c->scratch[i]) fr_gpu_free(c->scratch[i]);
+        if (c->ring) fr_gpu_free(c->ring);
+        if (c->bytes_counter) fr_gpu_free(c->bytes_counter);
+        fr_gpu_stream_destroy(c->stream);
+        free(c->ranges), free(c->memo), free(c);
+    }
+    free(be);
+}
+
+static const fr_backend_ops cuda_ops = {
+    .api_version = FR_BACKEND_API_VERSION,
+    .name = "cuda",
+    .destroy = cu_destroy,
+    .alloc = cu_alloc,
+    .free = cu_free,
+    .synchronize = cu_synchronize,
+    .embed = fr_cu_embed,
+    .matmul = fr_cu_matmul,
+    .rmsnorm = fr_cu_rmsnorm,
+    .add_rmsnorm = fr_cu_add_rmsnorm,
+    .rope = fr_cu_rope,
+    .mla_attention = fr_cu_mla_attention,
+    .moe = fr_cu_moe,
+    .mlp = fr_cu_mlp,
+    .copy_rows = fr_cu_copy_rows,
+    .kv_write = fr_cu_kv_write,
+    .to_host = cu_to_host,
+    .from_host = cu_from_host,
+    .all_reduce = NULL,
+    .layernorm = fr_cu_layernorm,
+    .rope_half = fr_cu_rope_half,
+    .dsa_select = fr_cu_dsa_select,
+    .mla_sparse_attention = fr_cu_mla_sparse_attention,
+    .register_weight = cu_register_weight,
+};
+
+extern "C" fr_status fr_cuda_backend_create(int device, fr_backend **out, fr_error *err) {
+    *out = NULL;
+    int n = 0;
+    fr_gpu_err e = fr_gpu_device_count(&n);
+    if (e != FR_GPU_SUCCESS || n < 1)
+        return fr_fail(err, FR_ERR_DEVICE, "cuda backend: no GPU found (%s)",
+                       e != FR_GPU_SUCCESS ? fr_gpu_error_string(e) : "0 devices");
+    if (device < 0 || device >= n)
+        return fr_fail(err, FR_ERR_INVALID, "cuda backend: device %d does not exist (%d found)", device, n);
+#if !defined(FR_GPU_EMU)
+    if ((e = FR_GPU_(SetDevice)(device)) != FR_GPU_SUCCESS)
+        return fr_fail(err, FR_ERR_DEVICE, "cuda backend: selecting device %d: %s", device, fr_gpu_error_string(e));
+#endif
+    fr_backend *be = (fr_backend *)calloc(1, sizeof *be);
+    fr_cu_ctx *c = (fr_cu_ctx *)calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be), free(c);
+        return fr_fail(err, FR_ERR_NOMEM, "cuda backend: out of memory");
+    }
+    be->ops = &cuda_ops;
+    be->ctx = c;
+    be->n_threads = 1;
+    void *counter = NULL;
+    if ((e = fr_gpu_stream_create(&c->stream)) != FR_GPU_SUCCESS || (e = fr_gpu_malloc(&counter, 8)) != FR_GPU_SUCCESS ||
+        (e = fr_gpu_memset(counter, 0, 8, c->stream)) != FR_GPU_SUCCESS) {
+        c->bytes_counter = (unsigned long long *)counter;
+        cu_destroy(be);
+        return fr_fail(err, FR_ERR_DEVICE, "cuda backend: %s", fr_gpu_error_string(e));
+    }
+    c->bytes_counter = (unsigned long long *)counter;
+    *out = be;
+    return FR_OK;
+}
+
+extern "C" uint64_t fr_cuda_backend_uploaded_bytes(const fr_backend *be) {
+    return ((const fr_cu_ctx *)be->ctx)->uploaded_bytes;
+}
+
+extern "C" const char *fr_cuda_backend_device_name(void) {
+#if defined(FR_GPU_EMU)
+    return fr_gpu_device_name();
+#else
+    static char name[512];
+    struct FR_GPU_(DeviceProp) p;
+    int dev = 0;
+    if (FR_GPU_(GetDevice)(&dev) != FR_GPU_SUCCESS || FR_GPU_(GetDeviceProperties)(&p, dev) != FR_GPU_SUCCESS)
+        return "unknown GPU";
+    snprintf(name, sizeof name, "%.200s (%d SMs, %.0f GiB)", p.name, p.multiProcessorCount,
+             (double)p.totalGlobalMem / (1u << 30));
+    return name;
+#endif
+}
