@@ -55,7 +55,8 @@ static fr_status run_batch(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, in
     for (int64_t i = 0; i <= n_gen && !rc; i++) { /* step 0 is a warm-up, not timed */
         for (int b = 0; b < B; b++)
             st[b] = (fr_seq_step){.ids = ids + (int64_t)b * per_seq + n_prompt + i, .n = 1, .pos = n_prompt + i,
-                                  .blocks = seqs[b].blocks, .n_absorbed = 1, .logits = FR_LOGITS_LAST};
+                                  .blocks = seqs[b].blocks, .n_absorbed = 1, .logits = FR_LOGITS_LAST,
+                                  .max_ctx = per_seq};
         const uint64_t before = be->weight_bytes_read;
         const double t0 = fr_now_s();
         rc = fr_forward_step(fwd, st, B, logits, err);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "backend/cuda/cuda_backend.h"
 #include "bench_batch.h"
 #include "backend/cpu/matmul.h"
 #include "model/forward.h"
@@ -193,8 +194,14 @@ int fr_cmd_bench(int argc, char **argv) {
         goto out;
     }
 
-    /* The ceiling: streaming reads of a buffer far larger than the caches. */
-    double bw = fr_cpu_read_bandwidth((size_t)1 << 30, (int)threads);
+    /* The ceiling: streaming reads of a buffer far larger than the caches (CPU), or
+     * device-to-device copies (GPU: bytes read + written, what HBM sustains). */
+    const bool on_gpu = strcmp(be->ops->name, "cpu") != 0;
+    double bw = on_gpu ? fr_cuda_copy_bandwidth(be, (size_t)1 << 30) : fr_cpu_read_bandwidth((size_t)1 << 30, (int)threads);
+    if (!(bw > 0.0)) {
+        rc = fr_fail(&err, FR_ERR_DEVICE, "measuring the %s bandwidth failed", be->ops->name);
+        goto out;
+    }
     if (n_batches) {
         rc = fr_bench_batches(m, be, kv_dtype, batches, n_batches, n_prompt, n_gen, bw, json, dir ? dir : preset, &err);
         goto out;
@@ -249,6 +256,9 @@ int fr_cmd_bench(int argc, char **argv) {
     fr_model_stats_compute(m, &st);
     const int xf = st.format_by_group[FR_QGROUP_EXPERTS];
     const char *experts_fmt = xf >= 0 ? fr_qformat_name((fr_qformat)xf) : "none";
+    char device_label[320];
+    if (on_gpu) snprintf(device_label, sizeof device_label, "%s", fr_cuda_backend_device_name());
+    else snprintf(device_label, sizeof device_label, "%d threads, %s kernels", be->n_threads, fr_isa_name(fr_isa_active()));
 
     if (json) {
         printf("{\"model\":\"%s\",\"layers\":%d,\"threads\":%d,\"isa\":\"%s\",\"params_total\":%lld,\"params_active\":%lld,"
@@ -262,8 +272,8 @@ int fr_cmd_bench(int argc, char **argv) {
                1.0 / t_step, t_step, total, (long long)attn, ffn, (long long)head, kv, gbs, bw / 1e9, gbs * 1e9 / bw,
                experts_fmt, q_experts && dir ? t_quant : 0.0, fr_kv_dtype_name(kv_dtype), (long long)kv_tok);
     } else {
-        printf("frontier bench: %s, %d layers, %d threads, %s kernels, %s experts (load %.1f s", dir ? dir : preset,
-               c->n_layers, be->n_threads, fr_isa_name(fr_isa_active()), experts_fmt, t_load);
+        printf("frontier bench: %s, %d layers, %s, %s experts (load %.1f s", dir ? dir : preset, c->n_layers,
+               device_label, experts_fmt, t_load);
         if (q_experts && dir) printf(", experts quantized at load in %.1f s", t_quant);
         if (q_experts && !dir) printf(", experts generated as MXFP4");
         printf(")\n");
@@ -277,7 +287,7 @@ int fr_cmd_bench(int argc, char **argv) {
         printf("| bytes/token: KV cache read      | %12.4g |\n", kv);
         printf("| bytes/token: total              | %12.4g |\n", total);
         printf("| achieved GB/s                   | %12.2f |\n", gbs);
-        printf("| measured read bandwidth GB/s    | %12.2f |\n", bw / 1e9);
+        printf("| measured %s bandwidth GB/s    | %12.2f |\n", on_gpu ? "copy" : "read", bw / 1e9);
         printf("| fraction of bandwidth           | %11.1f%% |\n", 100.0 * gbs * 1e9 / bw);
         char what[64];
         snprintf(what, sizeof what, "KV bytes per cached token (%s)", kv_dtype == FR_KV_FP8 ? "fp8" : "f32");

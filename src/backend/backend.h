@@ -87,6 +87,10 @@ typedef struct {
     fr_kv_dtype kv_dtype;
     const int32_t *blocks;               /* the sequence's block table (host memory) */
     int block_size;
+    int64_t max_ctx;                     /* >= pos0 + n, the same on every decode step of the
+                                          * sequence: what a recorded step's launches (and the
+                                          * staged block table) are sized by; blocks holds
+                                          * ceil((pos0 + n) / block_size) valid entries */
 } fr_mla_layer;
 
 /* Cache row of the sequence's token s. */
@@ -119,6 +123,7 @@ typedef struct {
     fr_kv_dtype kv_dtype;
     const int32_t *blocks;   /* the sequence's block table (host memory) */
     int block_size;
+    int64_t max_ctx;         /* as in fr_mla_layer */
 } fr_dsa_layer;
 
 /* Cache row of the sequence's token s. */
@@ -235,6 +240,17 @@ typedef struct {
      * forward pass registers every weight of the model when it is created; ops later
      * receive the same host views and translate them. */
     fr_status (*register_weight)(fr_backend *be, const fr_weight *w);
+
+    /* Step bracketing (optional, both or neither). The forward pass calls step_begin before
+     * a step's first op and step_end after its last, before reading results. key names a
+     * step shape that repeats with only per-step values changing (a decode step of T
+     * sequences), 0 a one-off. A backend may record a repeated shape once (a CUDA graph) and
+     * replay it; ops then must take every per-step value (positions, lengths, block-table
+     * contents, rows) from memory they stage, never from a launch argument, which is why the
+     * attention ops get max_ctx. step_end returns FR_ERR_RETRY when it ran nothing (a replay
+     * did not match the recording): the caller runs the step again. */
+    fr_status (*step_begin)(fr_backend *be, uint64_t key);
+    fr_status (*step_end)(fr_backend *be);
 } fr_backend_ops;
 
 struct fr_backend {

@@ -44,6 +44,7 @@ const char *fr_status_name(fr_status s) {
     case FR_ERR_DEVICE: return "device error";
     case FR_ERR_CAPACITY: return "capacity exceeded";
     case FR_ERR_BUSY: return "busy";
+    case FR_ERR_RETRY: return "retry";
     }
     return "unknown error";
 }

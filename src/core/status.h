@@ -23,6 +23,7 @@ typedef enum {
     FR_ERR_DEVICE = -6,      /* accelerator error */
     FR_ERR_CAPACITY = -7,    /* out of KV cache or another bounded resource */
     FR_ERR_BUSY = -8,        /* a queue is full: retry later */
+    FR_ERR_RETRY = -9,       /* nothing was done; do it again (a backend declined a recorded step) */
 } fr_status;
 
 typedef struct {

@@ -513,6 +513,7 @@ static void *step_loop(void *arg) {
                 .ids = r->tokens + r->n_computed, .n = items[i].n, .pos = r->n_computed, .blocks = r->seq.blocks,
                 .n_absorbed = absorbed < 0 ? 0 : absorbed,
                 .logits = end == r->n_tokens ? FR_LOGITS_LAST : FR_LOGITS_NONE,
+                .max_ctx = e->max_model_len, /* the same for every request: decode steps repeat */
             };
         }
         fr_status rc = fr_forward_step(e->fwd, steps, n, e->logits, &err);

@@ -38,9 +38,12 @@ struct fr_forward {
     float *iq, *ik, *iw;
     int32_t *sel;
     int sel_width;                               /* min(index_topk, tokens the pool holds) */
+    int32_t *ids;                                /* host, [cap]: the step's token ids */
     int32_t *positions;                          /* host, [cap] */
     int64_t *slots;                              /* host, [cap]: cache row of each token */
     int64_t *head_rows;                          /* host, [cap]: rows that go through the head */
+    float *logits_dev;                           /* backend, [logits_cap]: the head's output */
+    int64_t logits_cap;
 };
 
 static void free_buffers(fr_forward *f) {
@@ -52,8 +55,8 @@ static void free_buffers(fr_forward *f) {
     }
     be->ops->free(be, f->sel);
     f->sel = NULL;
-    free(f->positions), free(f->slots), free(f->head_rows);
-    f->positions = NULL, f->slots = NULL, f->head_rows = NULL;
+    free(f->ids), free(f->positions), free(f->slots), free(f->head_rows);
+    f->ids = NULL, f->positions = NULL, f->slots = NULL, f->head_rows = NULL;
     f->cap = 0;
 }
 
@@ -73,6 +76,7 @@ static fr_status reserve(fr_forward *f, int64_t n, fr_error *err) {
     f->qa = be->ops->alloc(be, N * (size_t)(c->q_lora_rank > 0 ? c->q_lora_rank : 1) * fl);
     f->kv = be->ops->alloc(be, N * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * fl);
     f->attn = be->ops->alloc(be, N * H * (size_t)c->v_head_dim * fl);
+    f->ids = malloc(N * sizeof *f->ids);
     f->positions = malloc(N * sizeof *f->positions);
     f->slots = malloc(N * sizeof *f->slots);
     f->head_rows = malloc(N * sizeof *f->head_rows);
@@ -85,7 +89,7 @@ static fr_status reserve(fr_forward *f, int64_t n, fr_error *err) {
         f->sel = be->ops->alloc(be, N * (size_t)f->sel_width * sizeof(int32_t));
         dsa_ok = f->iq && f->ik && f->iw && f->sel;
     }
-    if (!f->x || !f->h || !f->delta || !f->q || !f->qa || !f->kv || !f->attn || !f->positions || !f->slots ||
+    if (!f->x || !f->h || !f->delta || !f->q || !f->qa || !f->kv || !f->attn || !f->ids || !f->positions || !f->slots ||
         !f->head_rows || !dsa_ok) {
         free_buffers(f);
         return fr_fail(err, FR_ERR_NOMEM, "out of memory for step buffers of %lld tokens", (long long)n);
@@ -127,6 +131,7 @@ fr_status fr_forward_create(const fr_model *m, fr_backend *be, fr_kv_pool *pool,
 void fr_forward_free(fr_forward *f) {
     if (!f) return;
     free_buffers(f);
+    f->be->ops->free(f->be, f->logits_dev);
     free(f);
 }
 
@@ -143,6 +148,9 @@ static fr_status op_failed(const fr_backend *be, fr_status rc, const char *call,
     return fr_fail(err, rc, "%s backend: %.*s failed in the forward pass (%s)", be->ops->name,
                    end ? (int)(end - call) : 40, call, fr_status_name(rc));
 }
+
+/* What a sequence's recorded launches are sized by (fr_mla_layer.max_ctx). */
+static int64_t seq_max_ctx(const fr_seq_step *s) { return s->max_ctx > s->pos + s->n ? s->max_ctx : s->pos + s->n; }
 
 /* Does sequence s attend sparsely? Only when its context is longer than index_topk:
  * up to that every key is selected and dense attention is the same. */
@@ -187,6 +195,7 @@ static fr_status indexer_forward(fr_forward *f, int l, const fr_seq_step *seqs, 
                 .n_heads = (int)HI, .head_dim = (int)DI, .topk = f->sel_width,
                 .scale = (float)(1.0 / sqrt((double)HI * (double)DI)), .keys = f->pool->index_layer[l],
                 .kv_dtype = f->pool->dtype, .blocks = s->blocks, .block_size = f->pool->block_size,
+                .max_ctx = seq_max_ctx(s),
             };
             TRY(op->dsa_select(be, f->sel + off * f->sel_width, f->iq + off * HI * DI, f->iw + off * HI, s->n,
                                s->pos, &dsa));
@@ -235,7 +244,7 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
         fr_mla_layer mla = {
             .n_heads = (int)H, .nope = (int)dn, .rope = (int)dr, .v = (int)dv, .kv_lora = (int)rkv,
             .scale = m->softmax_scale, .kv_b = &L->kv_b, .cache = f->pool->layer[l], .kv_dtype = f->pool->dtype,
-            .blocks = s->blocks, .block_size = f->pool->block_size,
+            .blocks = s->blocks, .block_size = f->pool->block_size, .max_ctx = seq_max_ctx(s),
         };
         const int64_t n_naive = s->n - s->n_absorbed;
         if (seq_is_sparse(c, s)) {
@@ -275,12 +284,37 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
     return FR_OK;
 }
 
+/* The ops of one step, from the embedding to the head (rows > 0: its logits into
+ * f->logits_dev). Host arrays (ids, positions, slots, head rows) are filled. */
+static fr_status run_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, int64_t T, int64_t rows,
+                          fr_error *err) {
+    const fr_model *m = f->m;
+    const fr_config *c = &m->cfg;
+    fr_backend *be = f->be;
+    const fr_backend_ops *op = be->ops;
+    const int64_t D = c->hidden_size;
+    fr_status rc;
+    TRY(op->embed(be, f->x, f->ids, T, &m->embed));
+    TRY(op->add_rmsnorm(be, f->h, f->x, NULL, T, D, &m->layers[0].input_norm, c->rms_norm_eps));
+    for (int l = 0; l < c->n_layers; l++) {
+        if ((rc = layer_forward(f, l, seqs, n_seqs, T, err))) return rc;
+        const fr_weight *next = l + 1 < c->n_layers ? &m->layers[l + 1].input_norm : &m->final_norm;
+        TRY(op->add_rmsnorm(be, f->h, f->x, f->delta, T, D, next, c->rms_norm_eps));
+    }
+    if (!rows) return FR_OK;
+    /* Only the rows asked for go through the head: [V, D] is the largest matrix. Gathered
+     * into f->delta, free now. */
+    TRY(op->copy_rows(be, f->delta, NULL, f->h, f->head_rows, rows, D));
+    TRY(op->matmul(be, f->logits_dev, f->delta, rows, &m->lm_head));
+    return FR_OK;
+}
+
 fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, fr_error *err) {
     const fr_model *m = f->m;
     const fr_config *c = &m->cfg;
     fr_backend *be = f->be;
     const fr_backend_ops *op = be->ops;
-    const int64_t D = c->hidden_size, V = c->vocab_size, bs = f->pool->block_size;
+    const int64_t V = c->vocab_size, bs = f->pool->block_size;
     int64_t T = 0, rows = 0;
     for (int i = 0; i < n_seqs; i++) {
         const fr_seq_step *s = &seqs[i];
@@ -299,38 +333,47 @@ fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, fl
     if (rc) return rc;
 
     /* per token: position, cache row; and which rows go through the head */
-    int32_t *ids = malloc((size_t)T * sizeof *ids);
-    if (!ids) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
     int64_t t = 0, r = 0;
+    bool decode_only = true; /* every sequence decodes one token: a shape that repeats */
+    uint64_t sparse_mix = 0;
     for (int i = 0; i < n_seqs; i++) {
         const fr_seq_step *s = &seqs[i];
+        decode_only &= s->n == 1 && s->n_absorbed == 1 && s->logits == FR_LOGITS_LAST && s->max_ctx > 0;
+        sparse_mix = sparse_mix * 31 + (seq_is_sparse(c, s) ? 2 : 1);
         for (int64_t j = 0; j < s->n; j++, t++) {
             const int64_t p = s->pos + j;
-            ids[t] = s->ids[j];
+            f->ids[t] = s->ids[j];
             f->positions[t] = (int32_t)p;
             f->slots[t] = (int64_t)s->blocks[p / bs] * bs + p % bs;
             if (s->logits == FR_LOGITS_ALL || (s->logits == FR_LOGITS_LAST && j == s->n - 1)) f->head_rows[r++] = t;
         }
     }
-    rc = op->embed(be, f->x, ids, T, &m->embed);
-    free(ids);
-    TRY(rc);
-    TRY(op->add_rmsnorm(be, f->h, f->x, NULL, T, D, &m->layers[0].input_norm, c->rms_norm_eps));
-    for (int l = 0; l < c->n_layers; l++) {
-        if ((rc = layer_forward(f, l, seqs, n_seqs, T, err))) return rc;
-        const fr_weight *next = l + 1 < c->n_layers ? &m->layers[l + 1].input_norm : &m->final_norm;
-        TRY(op->add_rmsnorm(be, f->h, f->x, f->delta, T, D, next, c->rms_norm_eps));
+    if (rows && logits && rows * V > f->logits_cap) {
+        be->ops->free(be, f->logits_dev);
+        f->logits_cap = 0;
+        if (!(f->logits_dev = op->alloc(be, (size_t)(rows * V) * sizeof(float))))
+            return fr_fail(err, FR_ERR_NOMEM, "out of memory for logits");
+        f->logits_cap = rows * V;
     }
-    if (!rows || !logits) return FR_OK;
-    /* Only the rows asked for go through the head: [V, D] is the largest matrix. Gathered
-     * into f->delta, free now. */
-    TRY(op->copy_rows(be, f->delta, NULL, f->h, f->head_rows, rows, D));
-    float *dev = op->alloc(be, (size_t)(rows * V) * sizeof(float));
-    if (!dev) return fr_fail(err, FR_ERR_NOMEM, "out of memory for logits");
-    rc = op->matmul(be, dev, f->delta, rows, &m->lm_head);
-    if (!rc) rc = op->to_host(be, logits, dev, (size_t)(rows * V));
-    op->free(be, dev);
-    TRY(rc);
+    const bool head = rows && logits;
+    if (!op->step_begin) {
+        TRY(run_step(f, seqs, n_seqs, T, head ? rows : 0, err));
+    } else {
+        /* A decode step of T sequences repeats with new positions and ids: a backend may
+         * record it once and replay it (backend.h). Which sequences attend sparsely changes
+         * the ops, so it is part of the shape. */
+        const uint64_t key = decode_only ? ((uint64_t)T << 40 | 1) ^ (sparse_mix << 1) : 0;
+        for (int attempt = 0;; attempt++) {
+            TRY(op->step_begin(be, attempt ? 0 : key));
+            rc = run_step(f, seqs, n_seqs, T, head ? rows : 0, err);
+            fr_status end = op->step_end(be);
+            if (end == FR_ERR_RETRY && attempt == 0) continue; /* nothing ran: again, eagerly */
+            if (rc) return rc;
+            TRY(end);
+            break;
+        }
+    }
+    if (head) TRY(op->to_host(be, logits, f->logits_dev, (size_t)(rows * V)));
     return FR_OK;
 }
 
@@ -447,6 +490,7 @@ fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_
     fr_seq_step st = {
         .ids = ids, .n = n, .pos = s->pos, .blocks = s->seq.blocks, .n_absorbed = absorbed ? n : 0,
         .logits = !logits ? FR_LOGITS_NONE : all_logits ? FR_LOGITS_ALL : FR_LOGITS_LAST,
+        .max_ctx = s->max_ctx,
     };
     fr_status rc = fr_forward_step(s->fwd, &st, 1, logits, err);
     if (!rc) s->pos += n;

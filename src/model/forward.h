@@ -26,6 +26,8 @@ typedef struct {
     int64_t n_absorbed;    /* the last n_absorbed tokens attend in the absorbed (decode) form,
                             * the others in the prefill (up-projecting) form */
     fr_logits_want logits;
+    int64_t max_ctx;       /* the most tokens this sequence can reach (0: not known); a backend
+                            * that records repeated decode steps sizes them by it */
 } fr_seq_step;
 
 typedef struct fr_forward fr_forward;

@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 extern "C" {
 #include "cuda_backend.h"
@@ -31,13 +32,46 @@ typedef struct {
     void *dev;
 } memo_entry;
 
+typedef enum { MODE_NONE, MODE_EAGER, MODE_CAPTURE, MODE_REPLAY } step_mode;
+
+/* One repeated step shape: seen once eagerly (its staging and launch counts noted), then
+ * captured into a graph, then replayed. */
+typedef struct {
+    uint64_t key;
+    int eager_runs;
+    bool banned; /* capture failed: always eager */
+    size_t staged_bytes;
+    uint64_t sig;
+    unsigned long launches;
+    bool have_exec;
+    fr_gpu_graph_exec exec;
+} step_graph;
+
+thread_local bool fr_gpu_skip = false;
+thread_local unsigned long fr_gpu_launches = 0;
+
 struct fr_cu_ctx {
     fr_gpu_stream stream;
     weight_range *ranges; /* sorted by host address */
     size_t n_ranges, cap_ranges;
     uint64_t uploaded_bytes;
-    char *ring; /* staging ring for host arrays */
+    char *ring, *ring_host; /* staging ring for host arrays: device, and its pinned mirror */
     size_t ring_bytes, ring_head;
+    /* within a step: what was staged already (a block table is staged once, not per layer) */
+    struct {
+        const void *host;
+        size_t bytes;
+        char *dev;
+    } staged[64];
+    int n_staged;
+    uint64_t stage_sig; /* hash of the step's staging calls, to check a replay */
+    bool step_spilled;  /* the ring wrapped or grew during this step */
+    /* CUDA graphs of repeated step shapes (see step_begin) */
+    step_mode mode;
+    step_graph *cur;
+    step_graph graphs[64];
+    int n_graphs;
+    bool graphs_off; /* FR_CUDA_GRAPHS=0 */
     void *scratch[FR_CU_SCRATCH_COUNT];
     size_t scratch_bytes[FR_CU_SCRATCH_COUNT];
     memo_entry *memo;
@@ -148,32 +182,155 @@ fr_status fr_cu_weight(fr_backend *be, const fr_weight *w, fr_weight *dev) {
 
 /* ---- staging, scratch, memo */
 
-const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes) {
+static void drop_graphs(fr_cu_ctx *c) {
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].have_exec) fr_gpu_graph_exec_destroy(c->graphs[i].exec);
+    c->n_graphs = 0;
+    c->cur = NULL;
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull + 0x9e3779b97f4a7c15ull; }
+
+/* Staging. Host bytes go to the pinned mirror, then to the device ring: eagerly one copy
+ * per call; in a recorded step one copy of the whole region, the graph's first node, so a
+ * replay only rewrites the pinned bytes. A step's calls restart at offset 0, so the same
+ * calls land at the same addresses each step. */
+const void *fr_cu_stage_reserve(fr_backend *be, const void *host, size_t bytes, size_t reserve) {
     fr_cu_ctx *c = ctx_of(be);
-    const size_t need = (bytes + 255) & ~(size_t)255;
-    if (need > c->ring_bytes) { /* grow: wait for readers of the old ring first */
-        if (fr_gpu_stream_sync(c->stream)) return NULL;
-        size_t cap = c->ring_bytes ? c->ring_bytes : (size_t)1 << 20;
-        while (cap < need) cap *= 2;
-        void *p = NULL;
-        if (fr_gpu_malloc(&p, cap)) return NULL;
-        if (c->ring) fr_gpu_free(c->ring);
-        c->ring = (char *)p, c->ring_bytes = cap, c->ring_head = 0;
+    if (reserve < bytes) reserve = bytes;
+    const size_t need = (reserve + 255) & ~(size_t)255;
+    const bool in_step = c->mode != MODE_NONE;
+    c->stage_sig = mix(c->stage_sig, need);
+    if (in_step)
+        for (int i = 0; i < c->n_staged; i++)
+            if (c->staged[i].host == host && c->staged[i].bytes == bytes) return c->staged[i].dev;
+    const bool recorded = c->mode == MODE_CAPTURE || c->mode == MODE_REPLAY;
+    if (c->ring_head + need > c->ring_bytes) {
+        if (recorded) return NULL; /* addresses are fixed now: the step falls back to eager */
+        if (fr_gpu_stream_sync(c->stream)) return NULL; /* earlier copies may still be read */
+        if (need > c->ring_bytes || (in_step && c->ring_head > 0)) {
+            /* grow (a step's staging must fit in one pass of the ring, for its recording) */
+            size_t cap = c->ring_bytes ? 2 * c->ring_bytes : (size_t)1 << 20;
+            while (cap < 2 * need) cap *= 2;
+            void *d = NULL, *h = NULL;
+            if (fr_gpu_malloc(&d, cap) || fr_gpu_host_alloc(&h, cap)) {
+                if (d) fr_gpu_free(d);
+                return NULL;
+            }
+            if (c->ring) fr_gpu_free(c->ring);
+            if (c->ring_host) fr_gpu_host_free(c->ring_host);
+            drop_graphs(c); /* they copy to and from the old ring */
+            c->ring = (char *)d, c->ring_host = (char *)h, c->ring_bytes = cap;
+            c->step_spilled = in_step; /* this step's staging is not one region: do not record it */
+        }
+        c->ring_head = 0, c->n_staged = 0;
     }
-    if (c->ring_head + need > c->ring_bytes) { /* wrap: earlier copies may still be read */
-        if (fr_gpu_stream_sync(c->stream)) return NULL;
-        c->ring_head = 0;
-    }
-    char *dst = c->ring + c->ring_head;
+    const size_t off = c->ring_head;
     c->ring_head += need;
-    if (bytes && fr_gpu_memcpy_h2d(dst, host, bytes, c->stream)) return NULL;
-    return dst;
+    if (bytes) memcpy(c->ring_host + off, host, bytes);
+    if (!recorded && bytes && fr_gpu_memcpy_h2d(c->ring + off, c->ring_host + off, bytes, c->stream)) return NULL;
+    if (in_step && c->n_staged < (int)(sizeof c->staged / sizeof *c->staged))
+        c->staged[c->n_staged++] = {host, bytes, c->ring + off};
+    return c->ring + off;
+}
+
+const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes) {
+    return fr_cu_stage_reserve(be, host, bytes, bytes);
+}
+
+/* ---- steps and graphs
+ *
+ * The forward pass brackets each step with step_begin(key) / step_end. A key names a step
+ * shape that repeats (a decode step of T sequences); 0 is a one-off. The first step of a
+ * key runs eagerly and notes how much it staged and launched; the second is captured into
+ * a graph (nothing runs while capturing) and launched; later ones replay it: the ops run
+ * only their host side (staging into the pinned ring, launches skipped and counted), then
+ * the graph runs. A replay whose staging or launch count differs from the recording (the
+ * step was not the same shape after all) runs nothing and returns FR_ERR_RETRY: the caller
+ * runs the step again, eagerly, and the key is recaptured later. Ops read every per-step
+ * value from staged device memory, so the recorded arguments stay right. */
+static step_graph *find_graph(fr_cu_ctx *c, uint64_t key) {
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].key == key) return &c->graphs[i];
+    if (c->n_graphs == (int)(sizeof c->graphs / sizeof *c->graphs)) return NULL;
+    step_graph *g = &c->graphs[c->n_graphs++];
+    memset(g, 0, sizeof *g);
+    g->key = key;
+    return g;
+}
+
+static fr_status cu_step_begin(fr_backend *be, uint64_t key) {
+    fr_cu_ctx *c = ctx_of(be);
+    if (c->mode != MODE_NONE) return FR_ERR_INVALID;
+    /* the previous step's copies out of the ring must be done before it is rewritten */
+    fr_status rc = gpu_fail(be, fr_gpu_stream_sync(c->stream), "step_begin");
+    if (rc) return rc;
+    c->ring_head = 0, c->n_staged = 0, c->stage_sig = 0, c->step_spilled = false;
+    fr_gpu_launches = 0;
+    c->cur = key && !c->graphs_off ? find_graph(c, key) : NULL;
+    step_graph *g = c->cur;
+    if (!g || g->banned || g->eager_runs == 0) {
+        c->mode = MODE_EAGER;
+        return FR_OK;
+    }
+    if (g->have_exec) {
+        c->mode = MODE_REPLAY;
+        fr_gpu_skip = true;
+        return FR_OK;
+    }
+    if (fr_gpu_capture_begin(c->stream) != FR_GPU_SUCCESS) {
+        fr_gpu_last_error();
+        g->banned = true;
+        c->mode = MODE_EAGER;
+        return FR_OK;
+    }
+    c->mode = MODE_CAPTURE;
+    /* the graph's first node: the step's staged bytes, pinned mirror -> device ring */
+    if (g->staged_bytes) fr_gpu_memcpy_h2d(c->ring, c->ring_host, g->staged_bytes, c->stream);
+    return FR_OK;
+}
+
+static fr_status cu_step_end(fr_backend *be) {
+    fr_cu_ctx *c = ctx_of(be);
+    step_graph *g = c->cur;
+    const step_mode mode = c->mode;
+    c->mode = MODE_NONE, c->cur = NULL;
+    fr_gpu_skip = false;
+    const bool same = g && c->ring_head == g->staged_bytes && c->stage_sig == g->sig && fr_gpu_launches == g->launches;
+    if (mode == MODE_EAGER) {
+        if (g && !g->banned && !c->step_spilled) {
+            g->eager_runs++;
+            g->staged_bytes = c->ring_head, g->sig = c->stage_sig, g->launches = fr_gpu_launches;
+        }
+        return fr_cu_check(be, "step");
+    }
+    if (mode == MODE_CAPTURE) {
+        fr_gpu_graph graph = NULL;
+        fr_gpu_err e = fr_gpu_capture_end(c->stream, &graph);
+        if (e == FR_GPU_SUCCESS && same) e = fr_gpu_graph_instantiate(&g->exec, graph);
+        if (graph) fr_gpu_graph_destroy(graph);
+        fr_gpu_last_error(); /* a failed capture leaves an error to clear */
+        if (e != FR_GPU_SUCCESS || !same) {
+            g->banned = true; /* something in the step cannot be captured: keep it eager */
+            return FR_ERR_RETRY;
+        }
+        g->have_exec = true;
+    } else if (mode == MODE_REPLAY && !same) {
+        fr_gpu_graph_exec_destroy(g->exec);
+        g->have_exec = false, g->eager_runs = 0;
+        return FR_ERR_RETRY;
+    } else if (mode != MODE_REPLAY) {
+        return FR_ERR_INVALID;
+    }
+    return gpu_fail(be, fr_gpu_graph_launch(g->exec, c->stream), "launching a step graph");
 }
 
 void *fr_cu_scratch(fr_backend *be, fr_cu_scratch_slot slot, size_t bytes) {
     fr_cu_ctx *c = ctx_of(be);
     if (bytes <= c->scratch_bytes[slot]) return c->scratch[slot];
+    if (c->mode == MODE_CAPTURE || c->mode == MODE_REPLAY) return NULL; /* fixed addresses: eager instead */
     if (fr_gpu_stream_sync(c->stream)) return NULL;
+    drop_graphs(c); /* they use the old buffer */
     if (c->scratch[slot]) fr_gpu_free(c->scratch[slot]);
     c->scratch[slot] = NULL, c->scratch_bytes[slot] = 0;
     size_t cap = (size_t)1 << 16;
@@ -262,6 +419,8 @@ static void cu_destroy(fr_backend *be) {
         for (int i = 0; i < FR_CU_SCRATCH_COUNT; i++)
             if (c->scratch[i]) fr_gpu_free(c->scratch[i]);
         if (c->ring) fr_gpu_free(c->ring);
+        if (c->ring_host) fr_gpu_host_free(c->ring_host);
+        drop_graphs(c);
         if (c->bytes_counter) fr_gpu_free(c->bytes_counter);
         fr_gpu_stream_destroy(c->stream);
         free(c->ranges), free(c->memo), free(c);
@@ -294,6 +453,8 @@ static const fr_backend_ops cuda_ops = {
     .dsa_select = fr_cu_dsa_select,
     .mla_sparse_attention = fr_cu_mla_sparse_attention,
     .register_weight = cu_register_weight,
+    .step_begin = cu_step_begin,
+    .step_end = cu_step_end,
 };
 
 extern "C" fr_status fr_cuda_backend_create(int device, fr_backend **out, fr_error *err) {
@@ -318,6 +479,8 @@ extern "C" fr_status fr_cuda_backend_create(int device, fr_backend **out, fr_err
     be->ops = &cuda_ops;
     be->ctx = c;
     be->n_threads = 1;
+    const char *graphs = getenv("FR_CUDA_GRAPHS");
+    c->graphs_off = graphs && !strcmp(graphs, "0");
     void *counter = NULL;
     if ((e = fr_gpu_stream_create(&c->stream)) != FR_GPU_SUCCESS || (e = fr_gpu_malloc(&counter, 8)) != FR_GPU_SUCCESS ||
         (e = fr_gpu_memset(counter, 0, 8, c->stream)) != FR_GPU_SUCCESS) {
@@ -347,4 +510,29 @@ extern "C" const char *fr_cuda_backend_device_name(void) {
              (double)p.totalGlobalMem / (1u << 30));
     return name;
 #endif
+}
+
+/* The ceiling the decode benchmarks quote: device-to-device copies of `bytes`, counting
+ * bytes read and written, the best of several after a warm-up. 0 on failure. */
+extern "C" double fr_cuda_copy_bandwidth(fr_backend *be, size_t bytes) {
+    fr_cu_ctx *c = ctx_of(be);
+    void *a = NULL, *b = NULL;
+    double best = 0.0;
+    if (fr_gpu_malloc(&a, bytes) == FR_GPU_SUCCESS && fr_gpu_malloc(&b, bytes) == FR_GPU_SUCCESS &&
+        fr_gpu_memset(a, 1, bytes, c->stream) == FR_GPU_SUCCESS) {
+        for (int i = 0; i < 6; i++) {
+            struct timespec t0, t1;
+            fr_gpu_stream_sync(c->stream);
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            if (fr_gpu_memcpy_d2d(b, a, bytes, c->stream) != FR_GPU_SUCCESS ||
+                fr_gpu_stream_sync(c->stream) != FR_GPU_SUCCESS)
+                break;
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            const double s = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+            if (i > 0 && s > 0.0 && 2.0 * (double)bytes / s > best) best = 2.0 * (double)bytes / s;
+        }
+    }
+    if (a) fr_gpu_free(a);
+    if (b) fr_gpu_free(b);
+    return best;
 }

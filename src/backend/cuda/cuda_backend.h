@@ -17,4 +17,8 @@ uint64_t fr_cuda_backend_uploaded_bytes(const fr_backend *be);
 /* The device's name and size, for logs and benchmark tables. */
 const char *fr_cuda_backend_device_name(void);
 
+/* Device-to-device copy bandwidth in bytes/s (read + written) over `bytes`: the
+ * ceiling benchmarks report their ratio to. */
+double fr_cuda_copy_bandwidth(fr_backend *be, size_t bytes);
+
 #endif

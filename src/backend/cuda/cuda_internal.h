@@ -38,6 +38,9 @@ fr_status fr_cu_weight(fr_backend *be, const fr_weight *w, fr_weight *dev);
 /* Device copy of `bytes` host bytes, valid for work queued on the stream from now until
  * the staging ring wraps (a wrap synchronizes the stream first). NULL on failure. */
 const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes);
+/* As fr_cu_stage, taking `reserve` >= bytes of ring: an array whose length changes from step
+ * to step (a block table) staged at its longest keeps a recorded step's layout. */
+const void *fr_cu_stage_reserve(fr_backend *be, const void *host, size_t bytes, size_t reserve);
 /* Device scratch buffer `slot` of at least `bytes` (contents undefined); NULL on failure.
  * Growing synchronizes the stream (the old buffer may still be in use). */
 void *fr_cu_scratch(fr_backend *be, fr_cu_scratch_slot slot, size_t bytes);

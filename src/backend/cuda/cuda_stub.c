@@ -14,3 +14,8 @@ uint64_t fr_cuda_backend_uploaded_bytes(const fr_backend *be) {
 }
 
 const char *fr_cuda_backend_device_name(void) { return "none (built without CUDA)"; }
+
+double fr_cuda_copy_bandwidth(fr_backend *be, size_t bytes) {
+    (void)be, (void)bytes;
+    return 0.0;
+}

@@ -12,7 +12,10 @@
  *   - atomicAdd on float / int / unsigned / unsigned long long, atomicMax on int / unsigned,
  *     in global or shared memory;
  *   - plain loads, 16-byte loads through uint4 / float4 casts of aligned pointers;
- *   - launches only through FR_LAUNCH; runtime calls only through the fr_gpu_* shim.
+ *   - launches only through FR_LAUNCH; runtime calls only through the fr_gpu_* shim;
+ *   - an op's launches read every per-step value (positions, lengths, block tables) from
+ *     device memory, never from a scalar argument: a recorded step (CUDA graph) replays
+ *     its launches with the arguments they were recorded with.
  * No warp size is hard-coded outside this file: use FR_WARP. */
 #ifndef FR_GPU_COMPAT_H
 #define FR_GPU_COMPAT_H
@@ -89,12 +92,28 @@ __device__ __forceinline__ float fr_block_max(float v) {
     type *name = (type *)(void *)fr_dyn_shared_
 #endif
 
-/* Launch kernel(args...) on grid x block threads with smem bytes of dynamic shared memory. */
+/* While a backend prepares the replay of a recorded step (CUDA graphs), its ops run only
+ * for their host-side effects (staging the step's host arrays): launches and the stream
+ * operations below are skipped, and counted, so the backend can check that the step made
+ * the same calls as the recorded one. Set by the backend; per thread, as a backend is
+ * driven by one thread at a time. */
+extern thread_local bool fr_gpu_skip;
+extern thread_local unsigned long fr_gpu_launches;
+
+/* Launch kernel(args...) on grid x block threads with smem bytes of dynamic shared memory.
+ * Arguments are taken by value, as a CUDA launch (and a graph node) takes them. */
 #if defined(FR_GPU_EMU)
 #define FR_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
-    fr_emu_launch(dim3(grid), dim3(block), (size_t)(smem), [&]() { kernel(__VA_ARGS__); })
+    do {                                                                                           \
+        fr_gpu_launches++;                                                                         \
+        if (!fr_gpu_skip) fr_emu_launch(dim3(grid), dim3(block), (size_t)(smem), [=]() { kernel(__VA_ARGS__); }); \
+    } while (0)
 #else
-#define FR_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#define FR_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
+    do {                                                                                           \
+        fr_gpu_launches++;                                                                         \
+        if (!fr_gpu_skip) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);              \
+    } while (0)
 #endif
 
 /* ---- host-side runtime shim: 0 on success, else an error the caller reports through
@@ -128,6 +147,18 @@ fr_gpu_err fr_gpu_stream_sync(fr_gpu_stream s);
 fr_gpu_err fr_gpu_last_error(void);
 const char *fr_gpu_error_string(fr_gpu_err e);
 fr_gpu_err fr_gpu_mem_info(size_t *free_bytes, size_t *total_bytes);
+fr_gpu_err fr_gpu_host_alloc(void **p, size_t bytes);
+fr_gpu_err fr_gpu_host_free(void *p);
+/* Graphs: the emulator records launches and stream operations between capture_begin and
+ * capture_end, and replays them in order. */
+typedef struct fr_emu_graph *fr_gpu_graph;
+typedef struct fr_emu_graph *fr_gpu_graph_exec;
+fr_gpu_err fr_gpu_capture_begin(fr_gpu_stream s);
+fr_gpu_err fr_gpu_capture_end(fr_gpu_stream s, fr_gpu_graph *g);
+fr_gpu_err fr_gpu_graph_instantiate(fr_gpu_graph_exec *e, fr_gpu_graph g);
+fr_gpu_err fr_gpu_graph_launch(fr_gpu_graph_exec e, fr_gpu_stream s);
+fr_gpu_err fr_gpu_graph_destroy(fr_gpu_graph g);
+fr_gpu_err fr_gpu_graph_exec_destroy(fr_gpu_graph_exec e);
 #else
 #if defined(__HIPCC__)
 #define FR_GPU_(name) hip##name
@@ -145,11 +176,27 @@ static inline fr_gpu_err fr_gpu_memcpy_d2h(void *d, const void *s, size_t n, fr_
     return e ? e : FR_GPU_(StreamSynchronize)(st);
 }
 static inline fr_gpu_err fr_gpu_memcpy_d2d(void *d, const void *s, size_t n, fr_gpu_stream st) {
-    return FR_GPU_(MemcpyAsync)(d, s, n, FR_GPU_(MemcpyDeviceToDevice), st);
+    fr_gpu_launches++;
+    return fr_gpu_skip ? FR_GPU_SUCCESS : FR_GPU_(MemcpyAsync)(d, s, n, FR_GPU_(MemcpyDeviceToDevice), st);
 }
 static inline fr_gpu_err fr_gpu_memset(void *p, int v, size_t n, fr_gpu_stream st) {
-    return FR_GPU_(MemsetAsync)(p, v, n, st);
+    fr_gpu_launches++;
+    return fr_gpu_skip ? FR_GPU_SUCCESS : FR_GPU_(MemsetAsync)(p, v, n, st);
 }
+static inline fr_gpu_err fr_gpu_host_alloc(void **p, size_t bytes) { return FR_GPU_(HostAlloc)(p, bytes, 0); }
+static inline fr_gpu_err fr_gpu_host_free(void *p) { return FR_GPU_(FreeHost)(p); }
+typedef FR_GPU_(Graph_t) fr_gpu_graph;
+typedef FR_GPU_(GraphExec_t) fr_gpu_graph_exec;
+static inline fr_gpu_err fr_gpu_capture_begin(fr_gpu_stream s) {
+    return FR_GPU_(StreamBeginCapture)(s, FR_GPU_(StreamCaptureModeThreadLocal));
+}
+static inline fr_gpu_err fr_gpu_capture_end(fr_gpu_stream s, fr_gpu_graph *g) { return FR_GPU_(StreamEndCapture)(s, g); }
+static inline fr_gpu_err fr_gpu_graph_instantiate(fr_gpu_graph_exec *e, fr_gpu_graph g) {
+    return FR_GPU_(GraphInstantiate)(e, g, 0);
+}
+static inline fr_gpu_err fr_gpu_graph_launch(fr_gpu_graph_exec e, fr_gpu_stream s) { return FR_GPU_(GraphLaunch)(e, s); }
+static inline fr_gpu_err fr_gpu_graph_destroy(fr_gpu_graph g) { return FR_GPU_(GraphDestroy)(g); }
+static inline fr_gpu_err fr_gpu_graph_exec_destroy(fr_gpu_graph_exec e) { return FR_GPU_(GraphExecDestroy)(e); }
 static inline fr_gpu_err fr_gpu_stream_create(fr_gpu_stream *s) { return FR_GPU_(StreamCreate)(s); }
 static inline fr_gpu_err fr_gpu_stream_destroy(fr_gpu_stream s) { return FR_GPU_(StreamDestroy)(s); }
 static inline fr_gpu_err fr_gpu_stream_sync(fr_gpu_stream s) { return FR_GPU_(StreamSynchronize)(s); }

@@ -56,6 +56,9 @@ struct Emu {
     const void *main_stack_bottom = nullptr;
     size_t main_stack_size = 0;
 #endif
+    ~Emu() {
+        for (Fiber &f : fibers) free(f.stack);
+    }
 };
 
 thread_local Emu emu;
@@ -213,7 +216,23 @@ static void run_block(int n) {
     }
 }
 
-void fr_emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
+/* A recorded stream: launches and copies in order (graphs replay them). */
+struct fr_emu_graph {
+    std::vector<std::function<void()>> ops;
+};
+static thread_local fr_emu_graph *capturing = nullptr;
+
+static void run_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+
+void fr_emu_launch(dim3 grid, dim3 block, size_t smem, std::function<void()> body) {
+    if (capturing) {
+        capturing->ops.push_back([=]() { run_launch(grid, block, smem, body); });
+        return;
+    }
+    run_launch(grid, block, smem, body);
+}
+
+static void run_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body) {
     const long n = (long)block.x * block.y * block.z;
     if (n < 1 || n > 1024 || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535) {
         fprintf(stderr, "gpu emulator: invalid launch %ux%ux%u blocks of %ux%ux%u\n", grid.x, grid.y, grid.z, block.x,
@@ -278,32 +297,74 @@ fr_gpu_err fr_gpu_free(void *p) {
     free(p);
     return 0;
 }
-fr_gpu_err fr_gpu_memcpy_h2d(void *d, const void *s, size_t n, fr_gpu_stream) {
-    if (n) memmove(d, s, n);
+/* A stream operation: run now, or record it while capturing. */
+static fr_gpu_err stream_op(std::function<void()> op) {
+    if (capturing) capturing->ops.push_back(op);
+    else op();
     return 0;
 }
+fr_gpu_err fr_gpu_memcpy_h2d(void *d, const void *s, size_t n, fr_gpu_stream) {
+    if (!n) return 0;
+    return stream_op([=]() { memmove(d, s, n); });
+}
 fr_gpu_err fr_gpu_memcpy_d2h(void *d, const void *s, size_t n, fr_gpu_stream) {
+    if (capturing) return 3; /* a synchronous copy cannot be captured */
     if (n) memmove(d, s, n);
     return 0;
 }
 fr_gpu_err fr_gpu_memcpy_d2d(void *d, const void *s, size_t n, fr_gpu_stream) {
-    if (n) memmove(d, s, n);
-    return 0;
+    fr_gpu_launches++;
+    if (fr_gpu_skip || !n) return 0;
+    return stream_op([=]() { memmove(d, s, n); });
 }
 fr_gpu_err fr_gpu_memset(void *p, int v, size_t n, fr_gpu_stream) {
-    if (n) memset(p, v, n);
-    return 0;
+    fr_gpu_launches++;
+    if (fr_gpu_skip || !n) return 0;
+    return stream_op([=]() { memset(p, v, n); });
 }
 fr_gpu_err fr_gpu_stream_create(fr_gpu_stream *s) {
     *s = nullptr;
     return 0;
 }
 fr_gpu_err fr_gpu_stream_destroy(fr_gpu_stream) { return 0; }
-fr_gpu_err fr_gpu_stream_sync(fr_gpu_stream) { return 0; }
+fr_gpu_err fr_gpu_stream_sync(fr_gpu_stream) { return capturing ? 3 : 0; } /* illegal while capturing */
 fr_gpu_err fr_gpu_last_error(void) { return 0; }
-const char *fr_gpu_error_string(fr_gpu_err e) { return e == 2 ? "out of memory" : e ? "error" : "no error"; }
+const char *fr_gpu_error_string(fr_gpu_err e) {
+    return e == 2 ? "out of memory" : e == 3 ? "operation not permitted when stream is capturing" : e ? "error" : "no error";
+}
 fr_gpu_err fr_gpu_mem_info(size_t *f, size_t *t) {
     *f = (size_t)8 << 30;
     *t = (size_t)8 << 30;
+    return 0;
+}
+
+fr_gpu_err fr_gpu_host_alloc(void **p, size_t bytes) { return fr_gpu_malloc(p, bytes); }
+fr_gpu_err fr_gpu_host_free(void *p) { return fr_gpu_free(p); }
+
+fr_gpu_err fr_gpu_capture_begin(fr_gpu_stream) {
+    if (capturing) return 3;
+    capturing = new fr_emu_graph;
+    return 0;
+}
+fr_gpu_err fr_gpu_capture_end(fr_gpu_stream, fr_gpu_graph *g) {
+    *g = capturing;
+    capturing = nullptr;
+    return *g ? 0 : 1;
+}
+fr_gpu_err fr_gpu_graph_instantiate(fr_gpu_graph_exec *e, fr_gpu_graph g) {
+    *e = new fr_emu_graph(*g);
+    return 0;
+}
+fr_gpu_err fr_gpu_graph_launch(fr_gpu_graph_exec e, fr_gpu_stream) {
+    if (capturing) return 3;
+    for (auto &op : e->ops) op();
+    return 0;
+}
+fr_gpu_err fr_gpu_graph_destroy(fr_gpu_graph g) {
+    delete g;
+    return 0;
+}
+fr_gpu_err fr_gpu_graph_exec_destroy(fr_gpu_graph_exec e) {
+    delete e;
     return 0;
 }

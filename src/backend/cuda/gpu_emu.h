@@ -52,7 +52,8 @@ const dim3 &fr_emu_grid_dim(void);
 void fr_emu_sync_threads(void);
 float fr_emu_shfl_xor(float v, int mask);
 void *fr_emu_dyn_shared(void);
-void fr_emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> &body);
+/* Run a launch, or record it while a stream capture is open. */
+void fr_emu_launch(dim3 grid, dim3 block, size_t smem, std::function<void()> body);
 
 /* Fibers switch only at barriers, so read-modify-write is atomic as written. */
 template <typename T> static inline T atomicAdd(T *p, T v) { T o = *p; *p = o + v; return o; }
