@@ -267,7 +267,7 @@ static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, 
     /* Router in float32: sigmoid scores; the correction bias only steers selection. */
     cpu_matmul(be, scores, x, n, r->gate);
     for (int64_t i = 0; i < n * E; i++) scores[i] = 1.0f / (1.0f + expf(-scores[i]));
-    for (int e = 0; e < E; e++) bias[e] = r->bias ? fr_weight_get(r->bias, 0, e) : 0.0f;
+    for (int e = 0; e < E; e++) bias[e] = r->bias && r->bias->data ? fr_weight_get(r->bias, 0, e) : 0.0f;
     for (int64_t t = 0; t < n; t++) fr_route_select(r, scores + t * E, bias, idx + t * K, wts + t * K);
 
     /* Bucket (token, weight) pairs by expert: counting sort, then each chosen expert runs

@@ -47,8 +47,8 @@ typedef struct {
     fr_gpu_graph_exec exec;
 } step_graph;
 
-thread_local bool fr_gpu_skip = false;
-thread_local unsigned long fr_gpu_launches = 0;
+bool fr_gpu_skip = false;
+unsigned long fr_gpu_launches = 0;
 
 struct fr_cu_ctx {
     fr_gpu_stream stream;

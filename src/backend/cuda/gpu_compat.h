@@ -4,7 +4,7 @@
  * that a HIP build is a port of this file and the emulator (gpu_emu.h, FR_GPU_EMU) can
  * run every kernel on the CPU in CI, where no GPU is lent:
  *   - qualifiers: __global__ __device__ __host__ __forceinline__ __restrict__ __shared__
- *     (static arrays only; dynamic shared memory through FR_DYN_SHARED);
+ *     (static arrays only; dynamic shared memory through FR_DYN_SHARED), __launch_bounds__;
  *   - threadIdx blockIdx blockDim gridDim (x, y, z);
  *   - fr_sync_threads() (never in divergent code: the emulator reports the deadlock);
  *   - warp collectives only through fr_shfl_xor / fr_warp_sum / fr_warp_max, over the
@@ -95,10 +95,11 @@ __device__ __forceinline__ float fr_block_max(float v) {
 /* While a backend prepares the replay of a recorded step (CUDA graphs), its ops run only
  * for their host-side effects (staging the step's host arrays): launches and the stream
  * operations below are skipped, and counted, so the backend can check that the step made
- * the same calls as the recorded one. Set by the backend; per thread, as a backend is
- * driven by one thread at a time. */
-extern thread_local bool fr_gpu_skip;
-extern thread_local unsigned long fr_gpu_launches;
+ * the same calls as the recorded one. Set by the backend between step_begin and step_end;
+ * process-wide, as one thread at a time drives the GPU backends (the engine's step thread,
+ * or a tool's main thread). */
+extern bool fr_gpu_skip;
+extern unsigned long fr_gpu_launches;
 
 /* Launch kernel(args...) on grid x block threads with smem bytes of dynamic shared memory.
  * Arguments are taken by value, as a CUDA launch (and a graph node) takes them. */

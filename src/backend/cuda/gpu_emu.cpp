@@ -14,6 +14,7 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define FR_EMU_ASAN 1
 #endif
@@ -120,6 +121,10 @@ static void fiber_start(Fiber *f) {
             abort();
         }
     }
+#if defined(FR_EMU_ASAN)
+    /* a reused stack still carries the poison of the frames its last thread left */
+    __asan_unpoison_memory_region(f->stack, STACK);
+#endif
 #if defined(__x86_64__)
     /* top: [r15 r14 r13 r12 rbx rbp] [ret -> fr_emu_entry] [pad]; 16-byte aligned so that
      * fr_emu_entry starts with rsp = 8 mod 16, as after a call */
