@@ -362,7 +362,9 @@ fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, fl
         /* A decode step of T sequences repeats with new positions and ids: a backend may
          * record it once and replay it (backend.h). Which sequences attend sparsely changes
          * the ops, so it is part of the shape. */
-        const uint64_t key = decode_only ? ((uint64_t)T << 40 | 1) ^ (sparse_mix << 1) : 0;
+        const uint64_t key =
+            decode_only ? (((uint64_t)T << 40 | 1) ^ (sparse_mix << 1) ^ ((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ull)) | 1
+                        : 0; /* this forward's buffers are in the recording: its address is part of the shape */
         for (int attempt = 0;; attempt++) {
             TRY(op->step_begin(be, attempt ? 0 : key));
             rc = run_step(f, seqs, n_seqs, T, head ? rows : 0, err);

@@ -33,6 +33,7 @@ static void *dev_alloc(gc_ctx *g, size_t bytes) {
 
 int gc_init(gc_ctx *g) {
     memset(g, 0, sizeof *g);
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a crash keeps what was printed */
     fr_error err = {0};
     fr_status rc = fr_cuda_backend_create(0, &g->gpu, &err);
     if (rc == FR_ERR_DEVICE || rc == FR_ERR_UNSUPPORTED) {

@@ -15,8 +15,9 @@ one prefill, and --decode-from 1 (every later position through the absorbed deco
 
 Both backends accumulate in float32 in different orders, and random-weight models amplify
 differences through their layers, so the bounds are on the median and max error, with a top-1
-agreement floor; a wrong kernel gives errors of order 1. DSA models can select a different key
-where two indexer scores tie to float32 rounding, hence their looser max bound.
+agreement floor; a wrong kernel gives errors of order 1. DSA models could select a different
+key where two indexer scores tie to float32 rounding, hence their looser max bound. The decode
+mode also exercises CUDA-graph replay: its second step is captured and the rest replayed.
 Prints a table; the last line is "N passed, M failed"; exits 1 on any failure.
 """
 import argparse
@@ -30,15 +31,18 @@ sys.dont_write_bytecode = True
 import numpy as np  # noqa: E402
 
 N_IDS = 24
-# name -> (median rel L2, max rel L2, min top-1 agreement)
+# name -> (median rel L2, max rel L2, min top-1 agreement). Measured under the emulator (the
+# CUDA kernels' arithmetic, run on the CPU): every model 2.7e-7..6e-7 median, <= 1.3e-6 max, all
+# top-1 equal; the FP8 cache 2e-5 / 1.8e-3 (a latent value that rounds to the other E4M3 code
+# when the float32 sums differ in the last bit). The bounds leave a wide margin for a real GPU.
 BOUNDS = {
-    "v3_tiny": (1e-4, 1e-3, 1.0),
-    "v3_tiny_fp8": (1e-4, 1e-3, 1.0),
-    "v32_dsa_tiny": (1e-4, 0.05, 0.95),
-    "glm5_dsa_tiny": (1e-4, 0.05, 0.95),
-    "kjv_tiny": (1e-4, 1e-3, 1.0),
-    "kjv_tiny_mxfp4": (1e-4, 1e-3, 1.0),
-    "kjv_tiny_kv_fp8": (1e-4, 1e-2, 1.0),
+    "v3_tiny": (1e-5, 1e-4, 1.0),
+    "v3_tiny_fp8": (1e-5, 1e-4, 1.0),
+    "v32_dsa_tiny": (1e-5, 1e-3, 1.0),
+    "glm5_dsa_tiny": (1e-5, 1e-3, 1.0),
+    "kjv_tiny": (1e-5, 1e-4, 1.0),
+    "kjv_tiny_mxfp4": (1e-5, 1e-4, 1.0),
+    "kjv_tiny_kv_fp8": (2e-4, 2e-2, 1.0),
 }
 
 

@@ -72,6 +72,7 @@ struct fr_cu_ctx {
     step_graph graphs[64];
     int n_graphs;
     bool graphs_off; /* FR_CUDA_GRAPHS=0 */
+    unsigned long n_eager, n_captured, n_replayed, n_retried; /* steps, for FR_CUDA_GRAPHS=log */
     void *scratch[FR_CU_SCRATCH_COUNT];
     size_t scratch_bytes[FR_CU_SCRATCH_COUNT];
     memo_entry *memo;
@@ -298,6 +299,7 @@ static fr_status cu_step_end(fr_backend *be) {
     fr_gpu_skip = false;
     const bool same = g && c->ring_head == g->staged_bytes && c->stage_sig == g->sig && fr_gpu_launches == g->launches;
     if (mode == MODE_EAGER) {
+        c->n_eager++;
         if (g && !g->banned && !c->step_spilled) {
             g->eager_runs++;
             g->staged_bytes = c->ring_head, g->sig = c->stage_sig, g->launches = fr_gpu_launches;
@@ -312,15 +314,20 @@ static fr_status cu_step_end(fr_backend *be) {
         fr_gpu_last_error(); /* a failed capture leaves an error to clear */
         if (e != FR_GPU_SUCCESS || !same) {
             g->banned = true; /* something in the step cannot be captured: keep it eager */
+            c->n_retried++;
             return FR_ERR_RETRY;
         }
         g->have_exec = true;
+        c->n_captured++;
     } else if (mode == MODE_REPLAY && !same) {
         fr_gpu_graph_exec_destroy(g->exec);
         g->have_exec = false, g->eager_runs = 0;
+        c->n_retried++;
         return FR_ERR_RETRY;
     } else if (mode != MODE_REPLAY) {
         return FR_ERR_INVALID;
+    } else {
+        c->n_replayed++;
     }
     return gpu_fail(be, fr_gpu_graph_launch(g->exec, c->stream), "launching a step graph");
 }
@@ -388,8 +395,9 @@ static void *cu_alloc(fr_backend *be, size_t bytes) {
 
 static void cu_free(fr_backend *be, void *p) {
     if (!p) return;
-    /* queued work may still use p */
+    /* queued work may still use p, and recorded steps may name it */
     fr_gpu_stream_sync(ctx_of(be)->stream);
+    drop_graphs(ctx_of(be));
     fr_gpu_free(p);
 }
 
@@ -412,6 +420,10 @@ static fr_status cu_from_host(fr_backend *be, float *dst, const float *host, siz
 
 static void cu_destroy(fr_backend *be) {
     fr_cu_ctx *c = ctx_of(be);
+    const char *log = getenv("FR_CUDA_GRAPHS");
+    if (c && log && !strcmp(log, "log"))
+        fprintf(stderr, "cuda backend: steps: %lu eager, %lu captured, %lu replayed, %lu retried\n", c->n_eager,
+                c->n_captured, c->n_replayed, c->n_retried);
     if (c) {
         fr_gpu_stream_sync(c->stream);
         for (size_t i = 0; i < c->n_ranges; i++) fr_gpu_free(c->ranges[i].dev);

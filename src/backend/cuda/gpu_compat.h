@@ -104,10 +104,15 @@ extern unsigned long fr_gpu_launches;
 /* Launch kernel(args...) on grid x block threads with smem bytes of dynamic shared memory.
  * Arguments are taken by value, as a CUDA launch (and a graph node) takes them. */
 #if defined(FR_GPU_EMU)
+/* The arguments are evaluated at the launch, as CUDA does, and kept by value. */
+template <typename Kernel, typename... Args>
+static inline void fr_emu_launch_args(dim3 grid, dim3 block, size_t smem, Kernel kernel, Args... args) {
+    fr_emu_launch(grid, block, smem, [=]() { kernel(args...); });
+}
 #define FR_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
     do {                                                                                           \
         fr_gpu_launches++;                                                                         \
-        if (!fr_gpu_skip) fr_emu_launch(dim3(grid), dim3(block), (size_t)(smem), [=]() { kernel(__VA_ARGS__); }); \
+        if (!fr_gpu_skip) fr_emu_launch_args(dim3(grid), dim3(block), (size_t)(smem), kernel, __VA_ARGS__); \
     } while (0)
 #else
 #define FR_LAUNCH(kernel, grid, block, smem, stream, ...)                                          \
