@@ -10,8 +10,9 @@
 #      as a ratio to the copy bandwidth the same run measures; batch 1/8/64; 10k context;
 #      a 10k-token prefill.
 # BUILD_DIR (default build-gpu) is built here with nvcc unless it already holds the binaries
-# (scripts/gpu_pack.sh builds them elsewhere, with their libraries, for a machine that has
-# no network). Set FR_CHECK_QUICK=1 to skip the benchmarks. Exits 1 if any check failed.
+# (scripts/gpu_pack.sh builds them elsewhere into build-gpu-pack, with their libraries, for a
+# machine that has no network). Set FR_CHECK_QUICK=1 to skip the benchmarks. Exits 1 if any
+# check failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${1:-build-gpu}
