@@ -34,6 +34,8 @@ typedef struct {
 
 typedef enum { MODE_NONE, MODE_EAGER, MODE_CAPTURE, MODE_REPLAY } step_mode;
 
+#define STAGED_SLOTS 4096 /* a power of two; a step stages a few per sequence */
+
 /* One repeated step shape: seen once eagerly (its staging and launch counts noted), then
  * captured into a graph, then replayed. */
 typedef struct {
@@ -57,13 +59,17 @@ struct fr_cu_ctx {
     uint64_t uploaded_bytes;
     char *ring, *ring_host; /* staging ring for host arrays: device, and its pinned mirror */
     size_t ring_bytes, ring_head;
-    /* within a step: what was staged already (a block table is staged once, not per layer) */
+    /* within a step: what was staged already (a block table once, not once per layer), an
+     * open-addressed table keyed by host address (arrays) or by content (values); entries
+     * of an earlier step have an older generation */
     struct {
+        uint64_t key;
         const void *host;
-        size_t bytes;
-        char *dev;
-    } staged[64];
-    int n_staged;
+        size_t bytes, off;
+        unsigned gen;
+        bool by_value;
+    } staged[STAGED_SLOTS];
+    unsigned staged_gen;
     uint64_t stage_sig; /* hash of the step's staging calls, to check a replay */
     bool step_spilled;  /* the ring wrapped or grew during this step */
     /* CUDA graphs of repeated step shapes (see step_begin) */
@@ -196,15 +202,32 @@ static uint64_t mix(uint64_t h, uint64_t v) { return (h ^ v) * 0x100000001b3ull 
  * per call; in a recorded step one copy of the whole region, the graph's first node, so a
  * replay only rewrites the pinned bytes. A step's calls restart at offset 0, so the same
  * calls land at the same addresses each step. */
-const void *fr_cu_stage_reserve(fr_backend *be, const void *host, size_t bytes, size_t reserve) {
+/* The dedup table's slot for (host, bytes) or for the bytes' content; NULL when full. */
+static uint64_t stage_key(const void *host, size_t bytes, bool by_value) {
+    uint64_t h = mix(0x51ed27ull + by_value, bytes);
+    if (!by_value) return mix(h, (uint64_t)(uintptr_t)host);
+    const unsigned char *p = (const unsigned char *)host;
+    for (size_t i = 0; i < bytes; i++) h = mix(h, p[i]);
+    return h;
+}
+
+static const void *stage(fr_backend *be, const void *host, size_t bytes, size_t reserve, bool by_value) {
     fr_cu_ctx *c = ctx_of(be);
     if (reserve < bytes) reserve = bytes;
     const size_t need = (reserve + 255) & ~(size_t)255;
     const bool in_step = c->mode != MODE_NONE;
     c->stage_sig = mix(c->stage_sig, need);
-    if (in_step)
-        for (int i = 0; i < c->n_staged; i++)
-            if (c->staged[i].host == host && c->staged[i].bytes == bytes) return c->staged[i].dev;
+    const uint64_t key = in_step ? stage_key(host, bytes, by_value) : 0;
+    unsigned slot = (unsigned)key & (STAGED_SLOTS - 1);
+    if (in_step) {
+        for (int probe = 0; probe < 64; probe++, slot = (slot + 1) & (STAGED_SLOTS - 1)) {
+            const auto &e = c->staged[slot];
+            if (e.gen != c->staged_gen) break; /* free for this step */
+            if (e.key == key && e.bytes == bytes && e.by_value == by_value &&
+                (by_value ? !memcmp(c->ring_host + e.off, host, bytes) : e.host == host))
+                return c->ring + e.off;
+        }
+    }
     const bool recorded = c->mode == MODE_CAPTURE || c->mode == MODE_REPLAY;
     if (c->ring_head + need > c->ring_bytes) {
         if (recorded) return NULL; /* addresses are fixed now: the step falls back to eager */
@@ -224,19 +247,28 @@ const void *fr_cu_stage_reserve(fr_backend *be, const void *host, size_t bytes, 
             c->ring = (char *)d, c->ring_host = (char *)h, c->ring_bytes = cap;
             c->step_spilled = in_step; /* this step's staging is not one region: do not record it */
         }
-        c->ring_head = 0, c->n_staged = 0;
+        c->ring_head = 0;
+        c->staged_gen++; /* what this step staged before is gone */
+        slot = (unsigned)key & (STAGED_SLOTS - 1);
+        while (in_step && c->staged[slot].gen == c->staged_gen) slot = (slot + 1) & (STAGED_SLOTS - 1);
     }
     const size_t off = c->ring_head;
     c->ring_head += need;
     if (bytes) memcpy(c->ring_host + off, host, bytes);
     if (!recorded && bytes && fr_gpu_memcpy_h2d(c->ring + off, c->ring_host + off, bytes, c->stream)) return NULL;
-    if (in_step && c->n_staged < (int)(sizeof c->staged / sizeof *c->staged))
-        c->staged[c->n_staged++] = {host, bytes, c->ring + off};
+    if (in_step && c->staged[slot].gen != c->staged_gen)
+        c->staged[slot] = {key, host, bytes, off, c->staged_gen, by_value};
     return c->ring + off;
 }
 
-const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes) {
-    return fr_cu_stage_reserve(be, host, bytes, bytes);
+const void *fr_cu_stage_reserve(fr_backend *be, const void *host, size_t bytes, size_t reserve) {
+    return stage(be, host, bytes, reserve, false);
+}
+
+const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes) { return stage(be, host, bytes, bytes, false); }
+
+const void *fr_cu_stage_value(fr_backend *be, const void *value, size_t bytes) {
+    return stage(be, value, bytes, bytes, true);
 }
 
 /* ---- steps and graphs
@@ -266,7 +298,8 @@ static fr_status cu_step_begin(fr_backend *be, uint64_t key) {
     /* the previous step's copies out of the ring must be done before it is rewritten */
     fr_status rc = gpu_fail(be, fr_gpu_stream_sync(c->stream), "step_begin");
     if (rc) return rc;
-    c->ring_head = 0, c->n_staged = 0, c->stage_sig = 0, c->step_spilled = false;
+    c->ring_head = 0, c->stage_sig = 0, c->step_spilled = false;
+    c->staged_gen++; /* forget the previous step's staging */
     fr_gpu_launches = 0;
     c->cur = key && !c->graphs_off ? find_graph(c, key) : NULL;
     step_graph *g = c->cur;

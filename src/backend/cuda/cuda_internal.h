@@ -36,8 +36,15 @@ fr_gpu_stream fr_cu_stream(fr_backend *be);
  * w's bytes were never registered. */
 fr_status fr_cu_weight(fr_backend *be, const fr_weight *w, fr_weight *dev);
 /* Device copy of `bytes` host bytes, valid for work queued on the stream from now until
- * the staging ring wraps (a wrap synchronizes the stream first). NULL on failure. */
+ * the staging ring wraps (a wrap synchronizes the stream first). NULL on failure. Within a
+ * step (step_begin .. step_end) an array is staged once and later calls with the same host
+ * address and size return that copy: the host array must not change during the step (true
+ * of every array the op table hands an op). */
 const void *fr_cu_stage(fr_backend *be, const void *host, size_t bytes);
+/* A value built by the op itself (a position in a stack variable): staged by content, so
+ * equal values within a step share one copy and a reused stack address is never mistaken
+ * for an earlier value. */
+const void *fr_cu_stage_value(fr_backend *be, const void *value, size_t bytes);
 /* As fr_cu_stage, taking `reserve` >= bytes of ring: an array whose length changes from step
  * to step (a block table) staged at its longest keeps a recorded step's layout. */
 const void *fr_cu_stage_reserve(fr_backend *be, const void *host, size_t bytes, size_t reserve);
