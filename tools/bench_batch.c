@@ -12,6 +12,7 @@
  * memory bound, and by the arithmetic the B tokens need when compute bound. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "args.h"
 #include "bench_batch.h"
@@ -83,9 +84,14 @@ fr_status fr_bench_batches(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, co
                            int64_t n_prompt, int64_t n_gen, double bandwidth, bool json, const char *label,
                            fr_error *err) {
     if (!json) {
-        printf("frontier bench --batch: %s, %d layers, %d threads, prompt %lld, %lld decode steps (median); "
-               "read bandwidth %.2f GB/s\n",
-               label, m->cfg.n_layers, be->n_threads, (long long)n_prompt, (long long)n_gen, bandwidth / 1e9);
+        const bool cpu = !strcmp(be->ops->name, "cpu");
+        char where[64];
+        if (cpu) snprintf(where, sizeof where, "%d threads", be->n_threads);
+        else snprintf(where, sizeof where, "%s backend", be->ops->name);
+        printf("frontier bench --batch: %s, %d layers, %s, prompt %lld, %lld decode steps (median); "
+               "%s bandwidth %.2f GB/s\n",
+               label, m->cfg.n_layers, where, (long long)n_prompt, (long long)n_gen, cpu ? "read" : "copy",
+               bandwidth / 1e9);
         printf("| batch | step ms | decode tok/s | speedup vs first | weight GB/step | achieved GB/s | "
                "of bandwidth | memory-bound speedup limit |\n");
         printf("|------:|--------:|-------------:|-----------------:|---------------:|--------------:|"
