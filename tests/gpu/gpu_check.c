@@ -207,6 +207,11 @@ double gc_rel_l2(const float *got, const float *want, size_t n) {
     return den > 0.0 ? sqrt(num / den) : sqrt(num);
 }
 
+bool gc_quick(void) {
+    const char *v = getenv("GC_QUICK");
+    return v && *v == '1';
+}
+
 static bool verbose(void) {
     const char *v = getenv("GC_VERBOSE");
     return v && *v == '1';

@@ -49,6 +49,9 @@ void *gc_from_dev_bytes(gc_ctx *g, const void *dev, size_t bytes);
 double gc_rel_l2(const float *got, const float *want, size_t n);
 /* Check rel L2 <= tol (and no NaN); prints one line on failure (and with GC_VERBOSE=1). */
 bool gc_close(gc_ctx *g, const char *name, const float *got, const float *want, size_t n, double tol);
+/* GC_QUICK=1 (set for the sanitizer pass, where the emulator runs ~10x slower): tests keep
+ * every code path but drop their largest shapes. */
+bool gc_quick(void);
 /* Plain check. */
 bool gc_check(gc_ctx *g, const char *name, bool ok);
 /* Check that a status is FR_OK. */

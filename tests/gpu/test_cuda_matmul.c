@@ -107,10 +107,13 @@ static void test_format(gc_ctx *g, fmt f) {
      * formats 7000 / 7001 columns (the scalar fallback where rows lose alignment) */
     {
         static const int64_t ns[] = {1, 2};
-        fr_weight w = make_weight(g, f, 2112, 7168, 400);
-        check_weight(g, nm, &w, ns, 2, 4000);
+        const int n_ns = gc_quick() ? 1 : 2; /* GC_QUICK: one token, and no 2112-row matrix */
+        if (!gc_quick()) {
+            fr_weight w = make_weight(g, f, 2112, 7168, 400);
+            check_weight(g, nm, &w, ns, 2, 4000);
+        }
         fr_weight w2 = make_weight(g, f, 576, 7168, 401);
-        check_weight(g, nm, &w2, ns, 2, 4100);
+        check_weight(g, nm, &w2, ns, n_ns, 4100);
         fr_weight w3 = make_weight(g, f, 1, 7168, 402);
         check_weight(g, nm, &w3, ns, 1, 4200);
         if (!q4) {
