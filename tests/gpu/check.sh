@@ -21,7 +21,9 @@ if [ ! -x "$B/frontier" ]; then
 fi
 [ -d "$B/lib" ] && export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 F="$PWD/$B/frontier"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || true
+# no GPU, no point spending device time on the rest
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader ||
+  { echo "check.sh: no GPU here (nvidia-smi failed)"; exit 1; }
 fail=0
 t_start=$(date +%s)
 
