@@ -235,6 +235,16 @@ static fr_status cpu_dsa_select(fr_backend *be, int32_t *sel, const float *q, co
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
+static void silu_mul(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
+}
+
+/* Adds the weight bytes of a group's products to the backend's counter and runs them. */
+static void matmul_group(fr_backend *be, const fr_matmul_item *items, int count) {
+    for (int i = 0; i < count; i++) be->weight_bytes_read += (uint64_t)fr_weight_bytes(items[i].w);
+    fr_cpu_matmul_group(items, count);
+}
+
 static fr_status cpu_mlp(fr_backend *be, float *out, const float *x, int64_t n, const fr_mlp *m) {
     const int64_t I = m->gate->rows;
     float *g = malloc((size_t)n * I * sizeof *g), *u = malloc((size_t)n * I * sizeof *u);
@@ -242,17 +252,28 @@ static fr_status cpu_mlp(fr_backend *be, float *out, const float *x, int64_t n, 
         free(g), free(u);
         return FR_ERR_NOMEM;
     }
-    cpu_matmul(be, g, x, n, m->gate);
-    cpu_matmul(be, u, x, n, m->up);
-    for (int64_t i = 0; i < n * I; i++) g[i] = silu(g[i]) * u[i];
+    const fr_matmul_item gate_up[2] = {{g, x, n, m->gate}, {u, x, n, m->up}};
+    matmul_group(be, gate_up, 2);
+    silu_mul(g, u, n * I);
     cpu_matmul(be, out, g, n, m->down);
     free(g), free(u);
     return FR_OK;
 }
 
+/* Slots (token, expert pairs) per wave of cpu_moe: bounds its buffers (about 20 MB at
+ * DeepSeek-V3's widths) while a decode batch of up to 32 tokens is one wave. */
+#define MOE_WAVE_SLOTS 256
+
+/* Routed experts run in waves of consecutive experts, each as two groups of products
+ * (fr_cpu_matmul_group): gate and up of every expert of the wave (and of the shared
+ * expert in the first), then their down projections. At decode a layer then costs two
+ * fork/joins rather than three per expert. Every product and sum is the one a loop
+ * over experts would do, in the same order, so the bits do not depend on the waves. */
 static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, const fr_router *r,
                          const fr_mlp *experts, const fr_mlp *shared) {
     const int E = r->n_experts, K = r->top_k;
+    const bool has_shared = shared && shared->gate;
+    const int64_t Is = has_shared ? shared->gate->rows : 0;
     fr_status rc = FR_ERR_NOMEM;
     float *scores = malloc((size_t)n * E * sizeof *scores);
     float *bias = malloc((size_t)E * sizeof *bias);
@@ -261,8 +282,9 @@ static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, 
     int64_t *count = calloc((size_t)E + 1, sizeof *count);
     int64_t *slot_tok = malloc((size_t)n * K * sizeof *slot_tok);
     float *slot_w = malloc((size_t)n * K * sizeof *slot_w);
-    float *xs = malloc((size_t)n * dim * sizeof *xs), *ys = malloc((size_t)n * dim * sizeof *ys);
-    if (!scores || !bias || !idx || !wts || !count || !slot_tok || !slot_w || !xs || !ys) goto out;
+    fr_matmul_item *items = malloc((size_t)(2 * E + 2) * sizeof *items);
+    float *xs = NULL, *ys = NULL, *hid = NULL, *hid_shared = NULL;
+    if (!scores || !bias || !idx || !wts || !count || !slot_tok || !slot_w || !items) goto out;
 
     /* Router in float32: sigmoid scores; the correction bias only steers selection. */
     cpu_matmul(be, scores, x, n, r->gate);
@@ -270,7 +292,7 @@ static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, 
     for (int e = 0; e < E; e++) bias[e] = r->bias && r->bias->data ? fr_weight_get(r->bias, 0, e) : 0.0f;
     for (int64_t t = 0; t < n; t++) fr_route_select(r, scores + t * E, bias, idx + t * K, wts + t * K);
 
-    /* Bucket (token, weight) pairs by expert: counting sort, then each chosen expert runs
+    /* Bucket (token, weight) pairs by expert: counting sort, so each chosen expert runs
      * once over all of its tokens. */
     for (int64_t i = 0; i < n * K; i++) count[idx[i] + 1]++;
     for (int e = 0; e < E; e++) count[e + 1] += count[e];
@@ -285,28 +307,74 @@ static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, 
         }
         free(fill);
     }
-    if (shared && shared->gate) {
-        rc = cpu_mlp(be, out, x, n, shared);
-        if (rc) goto out;
-    } else {
-        memset(out, 0, (size_t)n * dim * sizeof *out);
+
+    /* Buffers for the largest wave: slots' rows of x and of the expert outputs, and
+     * [gate | up] rows of each expert of the wave. */
+    int64_t wave_slots = 0, wave_hidden = 0;
+    for (int e0 = 0, e1; e0 < E; e0 = e1) {
+        int64_t hsum = 0;
+        for (e1 = e0; e1 < E && (e1 == e0 || count[e1 + 1] - count[e0] <= MOE_WAVE_SLOTS); e1++)
+            hsum += 2 * (count[e1 + 1] - count[e1]) * experts[e1].gate->rows;
+        if (count[e1] - count[e0] > wave_slots) wave_slots = count[e1] - count[e0];
+        if (hsum > wave_hidden) wave_hidden = hsum;
     }
-    for (int e = 0; e < E; e++) {
-        int64_t c = count[e + 1] - count[e];
-        if (!c) continue;
-        for (int64_t j = 0; j < c; j++)
-            memcpy(xs + j * dim, x + slot_tok[count[e] + j] * dim, (size_t)dim * sizeof *xs);
-        rc = cpu_mlp(be, ys, xs, c, &experts[e]);
-        if (rc) goto out;
-        for (int64_t j = 0; j < c; j++) {
-            float *o = out + slot_tok[count[e] + j] * dim;
-            const float wj = slot_w[count[e] + j];
-            for (int64_t i = 0; i < dim; i++) o[i] += wj * ys[j * dim + i];
+    xs = malloc((size_t)(wave_slots * dim + 1) * sizeof *xs);
+    ys = malloc((size_t)(wave_slots * dim + 1) * sizeof *ys);
+    hid = malloc((size_t)(wave_hidden + 1) * sizeof *hid);
+    hid_shared = malloc((size_t)(2 * n * Is + 1) * sizeof *hid_shared);
+    if (!xs || !ys || !hid || !hid_shared) goto out;
+
+    for (int e0 = 0, e1; e0 < E; e0 = e1) {
+        for (e1 = e0; e1 < E && (e1 == e0 || count[e1 + 1] - count[e0] <= MOE_WAVE_SLOTS); e1++) {
+        }
+        const int64_t s0 = count[e0];
+        for (int64_t s = s0; s < count[e1]; s++)
+            memcpy(xs + (s - s0) * dim, x + slot_tok[s] * dim, (size_t)dim * sizeof *xs);
+        int m = 0;
+        if (has_shared && e0 == 0) {
+            items[m++] = (fr_matmul_item){hid_shared, x, n, shared->gate};
+            items[m++] = (fr_matmul_item){hid_shared + n * Is, x, n, shared->up};
+        }
+        int64_t h = 0; /* expert e's [gate | up] rows start at hid + h */
+        for (int e = e0; e < e1; e++) {
+            const int64_t c = count[e + 1] - count[e], I = experts[e].gate->rows;
+            if (!c) continue;
+            items[m++] = (fr_matmul_item){hid + h, xs + (count[e] - s0) * dim, c, experts[e].gate};
+            items[m++] = (fr_matmul_item){hid + h + c * I, xs + (count[e] - s0) * dim, c, experts[e].up};
+            h += 2 * c * I;
+        }
+        matmul_group(be, items, m);
+
+        m = 0;
+        if (e0 == 0) {
+            if (has_shared) {
+                silu_mul(hid_shared, hid_shared + n * Is, n * Is);
+                items[m++] = (fr_matmul_item){out, hid_shared, n, shared->down};
+            } else {
+                memset(out, 0, (size_t)n * dim * sizeof *out);
+            }
+        }
+        h = 0;
+        for (int e = e0; e < e1; e++) {
+            const int64_t c = count[e + 1] - count[e], I = experts[e].gate->rows;
+            if (!c) continue;
+            silu_mul(hid + h, hid + h + c * I, c * I);
+            items[m++] = (fr_matmul_item){ys + (count[e] - s0) * dim, hid + h, c, experts[e].down};
+            h += 2 * c * I;
+        }
+        matmul_group(be, items, m);
+
+        /* Weighted sum onto the shared expert's output, expert by expert in index order. */
+        for (int64_t s = s0; s < count[e1]; s++) {
+            float *o = out + slot_tok[s] * dim;
+            const float ws = slot_w[s], *yv = ys + (s - s0) * dim;
+            for (int64_t i = 0; i < dim; i++) o[i] += ws * yv[i];
         }
     }
     rc = FR_OK;
 out:
-    free(scores), free(bias), free(idx), free(wts), free(count), free(slot_tok), free(slot_w), free(xs), free(ys);
+    free(scores), free(bias), free(idx), free(wts), free(count), free(slot_tok), free(slot_w), free(items);
+    free(xs), free(ys), free(hid), free(hid_shared);
     return rc;
 }
 

@@ -210,13 +210,13 @@ static AI float q4_elem(const float *lut, const uint8_t *row, int64_t c) {
  * chunk) into lane d and extract nibble k of every lane with one shift, so vector k of
  * a chunk holds elements 8d + k. Rather than interleave eight such vectors back into
  * element order for every row, x is rearranged once per product to match: in each
- * chunk of 8 * L elements (L lanes per vector), xp[k * L + d] = x[8d + k]. The buffer is
- * zero-padded to whole chunks (64-byte aligned) so the kernels never test for a short
- * chunk of x. Returns NULL when out of memory. */
+ * chunk of 8 * L elements (L lanes per vector), xp[k * L + d] = x[8d + k]. The rows are
+ * zero-padded to whole chunks (q4_prep_len floats, 64-byte aligned) so the kernels never
+ * test for a short chunk of x. */
 /* Floats q4_prep_x writes for a row of K inputs: whole chunks of 8 x L. */
 static int64_t q4_prep_len(int64_t K, int L) { return (K + 8 * (int64_t)L - 1) / (8 * (int64_t)L) * (8 * (int64_t)L); }
 
-static void q4_prep_x_into(const float *x, int64_t K, int L, float *xp) {
+static void q4_prep_x(const float *x, int64_t K, int L, float *xp) {
     const int64_t ch = 8 * (int64_t)L, nch = (K + ch - 1) / ch;
     for (int64_t j = 0; j < nch; j++)
         for (int k = 0; k < 8; k++)
@@ -226,11 +226,6 @@ static void q4_prep_x_into(const float *x, int64_t K, int L, float *xp) {
             }
 }
 
-static float *q4_prep_x(const float *x, int64_t K, int L) {
-    float *xp = aligned_alloc(64, (size_t)q4_prep_len(K, L) * sizeof(float));
-    if (xp) q4_prep_x_into(x, K, L, xp);
-    return xp;
-}
 
 /* ===================================================================== AVX-512 */
 #if defined(FR_X86)
@@ -291,14 +286,23 @@ static AI T512 __mmask16 mask16(int64_t count) { return (__mmask16)((1u << count
  * per `step` columns; when a row advances less than a line per call, only the
  * calls that start a new line prefetch. */
 #define PF_AHEAD 512
-static AI void prefetch_rows(const uint8_t *const *wp, int R, int64_t c, size_t es, int step) {
+/* The address to prefetch `ahead` bytes into a row of `len` bytes that a group of R
+ * rows reads side by side. Past the row's end it is the same place in the row R rows
+ * down, which the next group reads: rows are short (1 KiB for an MXFP4 expert's 2048
+ * inputs, 4 KiB for BF16), and without this every group would start on cold lines
+ * (measured on MoE-shaped 4-bit products: 46 -> 55% of read bandwidth). */
+static AI const uint8_t *row_ahead(const uint8_t *row, int64_t ahead, int64_t len, int R) {
+    return ahead < len ? row + ahead : row + (R - 1) * len + ahead;
+}
+
+static AI void prefetch_rows(const uint8_t *const *wp, int R, int64_t c, size_t es, int step, int64_t len) {
     const size_t bytes = (size_t)step * es;
     if (bytes < 64 && ((size_t)c * es) % 64 >= bytes) return;
 #pragma GCC unroll 8
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 2
         for (size_t l = 0; l < (bytes + 63) / 64; l++)
-            __builtin_prefetch(wp[i] + (size_t)c * es + PF_AHEAD + 64 * l, 0, 3);
+            __builtin_prefetch(row_ahead(wp[i], (int64_t)((size_t)c * es + PF_AHEAD + 64 * l), len, R), 0, 3);
 }
 
 /* y[r0 .. r0+R) for R (a constant after inlining) consecutive rows. FP8 weights
@@ -328,7 +332,7 @@ static AI T512 void mv_group512(fr_dtype dt, int R, const fr_weight *w, const fl
         int64_t c = c0;
         for (; c + 32 <= c1; c += 32) {
             const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
-            if (R > 1) prefetch_rows(wp, R, c, esize(dt), 32);
+            if (R > 1) prefetch_rows(wp, R, c, esize(dt), 32, K * (int64_t)esize(dt));
 #pragma GCC unroll 8
             for (int i = 0; i < R; i++) {
                 if (f8) {
@@ -403,7 +407,7 @@ static AI T512 void mvn_group512(fr_dtype dt, int R, int NT, const fr_weight *w,
         int64_t c = c0;
         for (; c + 32 <= c1; c += 32) {
             /* the first token group streams the rows from memory: prefetch as the matvec does */
-            if (pf) prefetch_rows(wp, R, c, esize(dt), 32);
+            if (pf) prefetch_rows(wp, R, c, esize(dt), 32, K * (int64_t)esize(dt));
             /* both rows' weights widened first, so each x vector is loaded once */
             __m512 w0[2], w1[2];
 #pragma GCC unroll 2
@@ -555,7 +559,8 @@ static AI T512 void q4_scales512(fr_dtype dt, const uint8_t *srow, int64_t b0, i
  * Rows go innermost so that the R accumulators are independent FMA chains. */
 static AI T512 void mv_q4_group512(fr_dtype dt, int R, const fr_weight *w, const float *xp, float *y,
                                    int64_t r0) {
-    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4;
+    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4, es = dt == FR_DTYPE_MXFP4 ? 1 : 2;
+    const int64_t rb = w->cols / 2, srb = nb * es; /* bytes of a data row and of a scale row */
     const __m512 lut = _mm512_loadu_ps(q4_lut(dt));
     const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     const uint8_t *wp[MV_ROWS_512], *sp[MV_ROWS_512];
@@ -570,7 +575,7 @@ static AI T512 void mv_q4_group512(fr_dtype dt, int R, const fr_weight *w, const
     for (int64_t j0 = 0; j0 < nch; j0 += 4) { /* 4 chunks = 16 blocks per scale vector */
 #pragma GCC unroll 8
         for (int i = 0; i < R; i++) {
-            __builtin_prefetch(sp[i] + (size_t)(4 * j0 + Q4_PF_SCALES) * (dt == FR_DTYPE_MXFP4 ? 1 : 2), 0, 3);
+            __builtin_prefetch(row_ahead(sp[i], (4 * j0 + Q4_PF_SCALES) * es, srb, R), 0, 3);
             q4_scales512(dt, sp[i], 4 * j0, nb - 4 * j0, sb[i]);
         }
         for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
@@ -579,7 +584,7 @@ static AI T512 void mv_q4_group512(fr_dtype dt, int R, const fr_weight *w, const
             if (left >= 4) {
 #pragma GCC unroll 8
                 for (int i = 0; i < R; i++) {
-                    __builtin_prefetch(wp[i] + 64 * j + Q4_PF_AHEAD, 0, 3);
+                    __builtin_prefetch(row_ahead(wp[i], 64 * j + Q4_PF_AHEAD, rb, R), 0, 2);
                     raw[i] = _mm512_loadu_si512(wp[i] + 64 * j);
                 }
             } else { /* the last 1-3 blocks; masked lanes read as zero words, against zero x */
@@ -772,6 +777,7 @@ static AI T512 __m512 scale_vec512(const fr_weight *w, const float *srow, int64_
  * The strip's sums stay in registers while the rows stream past, so each weight
  * is loaded, widened and FMA'd once with no store traffic. FP8 rows accumulate one
  * block_rows run at a time and fold in that run's per-column scales at its end. */
+#define MT_PF_ROWS 16
 static AI T512 void mt_strip512(fr_dtype dt, int NV, const fr_weight *w, const float *x, float *y, int64_t c0,
                                 __mmask16 mlast) {
     const int64_t rows = w->rows;
@@ -791,6 +797,11 @@ static AI T512 void mt_strip512(fr_dtype dt, int NV, const fr_weight *w, const f
         for (; r < r1; r++) {
             const __m512 xr = _mm512_set1_ps(x[r]);
             const uint8_t *rp = base + (size_t)r * stride;
+            /* The strip is a column of short pieces a row apart, which the hardware
+             * prefetchers follow poorly: fetch the piece MT_PF_ROWS rows down. */
+#pragma GCC unroll 8
+            for (int l = 0; l < NV * 16 * (int)esize(dt) / 64; l++)
+                __builtin_prefetch(rp + MT_PF_ROWS * stride + (size_t)c0 * esize(dt) + 64 * l, 0, 3);
 #pragma GCC unroll 8
             for (int j = 0; j < NV; j++) {
                 const __m512 v =
@@ -919,7 +930,7 @@ static AI T256 void mv_group256(fr_dtype dt, int R, const fr_weight *w, const fl
         int64_t c = c0;
         for (; c + 16 <= c1; c += 16) {
             const __m256 x0 = _mm256_loadu_ps(x + c), x1 = _mm256_loadu_ps(x + c + 8);
-            if (R > 1) prefetch_rows(wp, R, c, esize(dt), 16);
+            if (R > 1) prefetch_rows(wp, R, c, esize(dt), 16, K * (int64_t)esize(dt));
 #pragma GCC unroll 8
             for (int i = 0; i < R; i++) {
                 a[i] = _mm256_fmadd_ps(ld256(dt, wp[i], c), x0, a[i]);
@@ -1409,96 +1420,127 @@ static bool normalize(const fr_weight *w, fr_weight *out) {
     }
 }
 
-static void matvec(float *y, const float *x, const fr_weight *w, const kernels *k) {
-    const int64_t rows = w->rows;
-    const int64_t groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
-    float *xp = NULL; /* 4-bit weights: x in the kernels' order, shared by all threads */
-    if (is_q4(w->dtype) && k->q4_lanes > 0) {
-        xp = q4_prep_x(x, w->cols, k->q4_lanes);
-        if (!xp) { /* out of memory: the portable kernel reads x as it is */
-            const kernels p = pick(FR_ISA_PORTABLE);
-            matvec(y, x, w, &p);
-            return;
-        }
-        x = xp;
-    }
-    int64_t chunks = omp_get_max_threads();
-    if (chunks > groups) chunks = groups;
-    if (rows * w->cols < PAR_MIN_ELEMS || chunks < 2) {
-        k->mv(w, x, y, 0, rows);
-    } else {
-        /* One contiguous run of row groups per thread: each thread streams its own part
-         * of the matrix front to back, which the hardware prefetchers follow best. */
-#pragma omp parallel for schedule(static)
-        for (int64_t ch = 0; ch < chunks; ch++) {
-            const int64_t g0 = groups * ch / chunks, g1 = groups * (ch + 1) / chunks;
-            k->mv(w, x, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
-        }
-    }
-    free(xp);
+/* ------------------------------------------------------- products in groups */
+
+/* A product of a group, resolved for the kernels. */
+typedef struct {
+    fr_weight w; /* normalized view */
+    float *y;
+    const float *src; /* the caller's x */
+    const float *x;   /* what the kernels read: src, or its q4_prep_x rows */
+    int64_t n, ldx;   /* tokens; floats from one token's x to the next */
+    int64_t groups;   /* row groups of MV_SPLIT rows */
+    bool prepared;    /* 4-bit rows against prepared x (the vector ISAs' kernels) */
+} mm_job;
+
+static void run_rows(const mm_job *j, const kernels *k, int64_t r0, int64_t r1) {
+    if (j->n == 1) k->mv(&j->w, j->x, j->y, r0, r1);
+    else if (j->prepared) k->mvnq(&j->w, j->x, j->ldx, j->n, j->y, r0, r1);
+    else k->mvn(&j->w, j->x, j->n, j->y, r0, r1);
 }
 
-/* Several tokens of an 8- or 16-bit matrix go through the multi-token matvec whatever
- * their number: every token's sums are then formed as the single-token matvec forms them,
- * so no result depends on how tokens were batched or a prompt was chunked (a greedy
- * request gives the same tokens alone or in any batch). A tiled gemm (f32 panels, 4x4
- * register tiles) was ~15% faster at prefill sizes for BF16 (2048 x 11264, 2 cores:
- * n=512 152 ms against 183 ms) but slower for 4-bit weights at every size and for all
- * formats at decode sizes; batch invariance decided it. */
-static void matvec_n(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
-    const int64_t rows = w->rows;
-    const int64_t groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
-    int64_t chunks = omp_get_max_threads();
+/* q4_prep_x of every 4-bit job's x into one buffer; jobs with the same x (gate and up
+ * of an expert; at batch 1 every expert's) share its rows. False when out of memory. */
+static bool prepare_q4(mm_job *jobs, int count, int lanes, float **buf) {
+    int64_t total = 0;
+    for (int i = 0; i < count; i++)
+        if (jobs[i].prepared) total += jobs[i].n * q4_prep_len(jobs[i].w.cols, lanes);
+    *buf = NULL;
+    if (!total) return true;
+    float *xp = aligned_alloc(64, (size_t)total * sizeof(float));
+    if (!xp) return false;
+    int64_t used = 0;
+    for (int i = 0; i < count; i++) {
+        mm_job *j = &jobs[i];
+        if (!j->prepared) continue;
+        j->ldx = q4_prep_len(j->w.cols, lanes);
+        int p = 0;
+        while (p < i && !(jobs[p].prepared && jobs[p].src == j->src && jobs[p].n == j->n && jobs[p].w.cols == j->w.cols))
+            p++;
+        if (p < i) {
+            j->x = jobs[p].x;
+            continue;
+        }
+        float *dst = xp + used;
+        for (int64_t t = 0; t < j->n; t++) q4_prep_x(j->src + t * j->w.cols, j->w.cols, lanes, dst + t * j->ldx);
+        used += j->n * j->ldx;
+        j->x = dst;
+    }
+    *buf = xp;
+    return true;
+}
+
+/* Resolves items into jobs (zeroing the outputs of views the kernels cannot read) and
+ * returns how many there are. */
+static int make_jobs(const fr_matmul_item *items, int count, const kernels *k, mm_job *jobs) {
+    int m = 0;
+    for (int i = 0; i < count; i++) {
+        const fr_matmul_item *it = &items[i];
+        if (it->n <= 0 || it->w->rows <= 0) continue;
+        mm_job *j = &jobs[m];
+        if (it->w->cols <= 0 || !normalize(it->w, &j->w)) {
+            memset(it->y, 0, (size_t)it->n * (size_t)it->w->rows * sizeof(float));
+            continue;
+        }
+        j->y = it->y;
+        j->src = j->x = it->x;
+        j->n = it->n;
+        j->ldx = j->w.cols;
+        j->groups = (j->w.rows + MV_SPLIT - 1) / MV_SPLIT;
+        j->prepared = is_q4(j->w.dtype) && k->q4_lanes > 0;
+        m++;
+    }
+    return m;
+}
+
+/* Each job's row groups are cut into one contiguous run per thread, and each thread
+ * goes through its runs job after job: every thread streams the same mix of formats
+ * (which run at different speeds: a BF16 shared expert beside MXFP4 routed ones), so
+ * they finish together, and a group of small matrices costs one fork/join. */
+static void run_jobs(const mm_job *jobs, int count, const kernels *k) {
+    int64_t elems = 0, groups = 0;
+    for (int i = 0; i < count; i++) {
+        elems += jobs[i].w.rows * jobs[i].w.cols * jobs[i].n;
+        if (jobs[i].groups > groups) groups = jobs[i].groups;
+    }
+    /* Inside a parallel region (attention's per-head products) a nested one would get
+     * one thread and still cost its setup. */
+    int64_t chunks = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (chunks > groups) chunks = groups;
-    if (rows * w->cols * n < PAR_MIN_ELEMS || chunks < 2) {
-        k->mvn(w, x, n, y, 0, rows);
+    if (elems < PAR_MIN_ELEMS || chunks < 2) {
+        for (int i = 0; i < count; i++) run_rows(&jobs[i], k, 0, jobs[i].w.rows);
         return;
     }
 #pragma omp parallel for schedule(static)
-    for (int64_t ch = 0; ch < chunks; ch++) {
-        const int64_t g0 = groups * ch / chunks, g1 = groups * (ch + 1) / chunks;
-        k->mvn(w, x, n, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
-    }
+    for (int64_t c = 0; c < chunks; c++)
+        for (int i = 0; i < count; i++) {
+            const int64_t g = jobs[i].groups, g0 = g * c / chunks, g1 = g * (c + 1) / chunks;
+            if (g0 < g1) run_rows(&jobs[i], k, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, jobs[i].w.rows));
+        }
 }
 
-/* 4-bit rows for several tokens: each token's x rearranged once (as matvec does), then
- * the rows split over the threads as in matvec_n. */
-static void matvec_n_q4(float *y, const float *x, int64_t n, const fr_weight *w, const kernels *k) {
-    const int64_t K = w->cols, ldx = q4_prep_len(K, k->q4_lanes);
-    float *xp = k->mvnq ? aligned_alloc(64, (size_t)(n * ldx) * sizeof(float)) : NULL;
-    if (!xp) { /* no vector kernel, or out of memory: the portable one reads x as it is */
-        const kernels p = pick(FR_ISA_PORTABLE);
-        matvec_n(y, x, n, w, &p);
+void fr_cpu_matmul_group(const fr_matmul_item *items, int count) {
+    if (count <= 0) return;
+    kernels k = pick(fr_isa_active());
+    mm_job stack_jobs[16], *jobs = count <= 16 ? stack_jobs : malloc((size_t)count * sizeof *jobs);
+    if (!jobs) { /* out of memory: one item at a time */
+        for (int i = 0; i < count; i++) fr_cpu_matmul_group(&items[i], 1);
         return;
     }
-    for (int64_t t = 0; t < n; t++) q4_prep_x_into(x + t * K, K, k->q4_lanes, xp + t * ldx);
-    const int64_t rows = w->rows, groups = (rows + MV_SPLIT - 1) / MV_SPLIT;
-    int64_t chunks = omp_get_max_threads();
-    if (chunks > groups) chunks = groups;
-    if (rows * K * n < PAR_MIN_ELEMS || chunks < 2) {
-        k->mvnq(w, xp, ldx, n, y, 0, rows);
-    } else {
-#pragma omp parallel for schedule(static)
-        for (int64_t c = 0; c < chunks; c++) {
-            const int64_t g0 = groups * c / chunks, g1 = groups * (c + 1) / chunks;
-            k->mvnq(w, xp, ldx, n, y, g0 * MV_SPLIT, min64(g1 * MV_SPLIT, rows));
-        }
+    const int m = make_jobs(items, count, &k, jobs);
+    float *xp = NULL;
+    if (!prepare_q4(jobs, m, k.q4_lanes, &xp)) { /* out of memory: the portable kernels read x as it is */
+        k = pick(FR_ISA_PORTABLE);
+        for (int i = 0; i < m; i++) jobs[i].prepared = false;
     }
+    run_jobs(jobs, m, &k);
     free(xp);
+    if (jobs != stack_jobs) free(jobs);
 }
-
 
 void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w) {
-    if (n <= 0 || w->rows <= 0) return;
-    fr_weight v;
-    if (w->cols <= 0 || !normalize(w, &v)) {
-        memset(y, 0, (size_t)n * (size_t)w->rows * sizeof(float));
-        return;
-    }
-    const kernels k = pick(fr_isa_active());
-    if (n == 1) matvec(y, x, &v, &k);
-    else if (!is_q4(v.dtype) || !k.q4_lanes) matvec_n(y, x, n, &v, &k);
-    else matvec_n_q4(y, x, n, &v, &k);
+    const fr_matmul_item item = {y, x, n, w};
+    fr_cpu_matmul_group(&item, 1);
 }
 
 /* Transposed product: work items are T_CW-column stripes of y (disjoint, so no
@@ -1515,7 +1557,7 @@ void fr_cpu_matmul_t(float *y, const float *x, int64_t n, const fr_weight *w) {
     }
     const kernels k = pick(fr_isa_active());
     const int64_t nch = (C + T_CW - 1) / T_CW;
-    const bool par = rows * C * n >= PAR_MIN_ELEMS && nch > 1;
+    const bool par = rows * C * n >= PAR_MIN_ELEMS && nch > 1 && !omp_in_parallel();
 #pragma omp parallel for schedule(static) if (par)
     for (int64_t ch = 0; ch < nch; ch++) {
         const int64_t c0 = ch * T_CW, c1 = min64(c0 + T_CW, C);

@@ -25,6 +25,20 @@ const char *fr_isa_name(fr_isa isa);
 /* y[t, r] = sum_c x[t, c] * W[r, c]     x: [n, w->cols], y: [n, w->rows] (overwritten). */
 void fr_cpu_matmul(float *y, const float *x, int64_t n, const fr_weight *w);
 
+/* One product of a group: as fr_cpu_matmul(y, x, n, w). */
+typedef struct {
+    float *y;
+    const float *x;
+    int64_t n;
+    const fr_weight *w;
+} fr_matmul_item;
+
+/* Independent products in one parallel region: each thread takes its share of every
+ * item's rows, item after item, so the small matrices of a MoE layer stream back to
+ * back rather than paying a fork/join each. Every output is bitwise what fr_cpu_matmul
+ * gives for the item alone. Outputs must not overlap each other or any input. */
+void fr_cpu_matmul_group(const fr_matmul_item *items, int count);
+
 /* y[t, c] = sum_r x[t, r] * W[r, c]     x: [n, w->rows], y: [n, w->cols] (overwritten).
  * The transposed product, used to absorb kv_b_proj's key half into the query. */
 void fr_cpu_matmul_t(float *y, const float *x, int64_t n, const fr_weight *w);
