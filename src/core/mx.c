@@ -120,7 +120,10 @@ void fr_mxfp4_quantize_row(const float *x, int64_t n, uint8_t *blocks, uint8_t *
             int se = amax > 0.0f ? floor_log2f(amax) - 2 : -127;
             if (se < -127) se = -127; /* never above 125 for a finite float, see the top */
             scales[b] = (uint8_t)(se + 127);
-            for (int i = 0; i < len; i++) codes[i] = e2m1_rne(ldexp((double)x[c0 + i], -se));
+            /* 2^-se is a normal double for se in [-127, 125], so the product is exactly
+             * ldexp(x, -se), at one ldexp per block rather than per element. */
+            const double inv_scale = ldexp(1.0, -se);
+            for (int i = 0; i < len; i++) codes[i] = e2m1_rne((double)x[c0 + i] * inv_scale);
         }
         uint8_t *out = blocks + c0 / 2;
         for (int i = 0; i < len; i += 2) out[i / 2] = (uint8_t)(codes[i] | codes[i + 1] << 4);
