@@ -509,6 +509,7 @@ static T512 void mvn_range512(const fr_weight *w, const float *x, int64_t n, flo
  * 75%, MXFP4 70 -> 72%. */
 #define Q4_PF_AHEAD 384
 #define Q4_PF_SCALES 64
+#define Q4N_PF_AHEAD 2048
 
 /* ---- AVX-512, 4-bit formats.
  *
@@ -625,8 +626,8 @@ static AI T512 void mv_q4_range512(fr_dtype dt, const fr_weight *w, const float 
  * (token, row) sum is formed in exactly mv_q4_group512's order, so batching leaves each
  * token's outputs bit-identical to the single-token matvec's. */
 static AI T512 void mvn_q4_group512(fr_dtype dt, int R, int NT, const fr_weight *w, const float *xp, int64_t ldx,
-                                    float *y, int64_t r0) {
-    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4, ldy = w->rows;
+                                    float *y, int64_t r0, bool pf) {
+    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4, ldy = w->rows, rb = w->cols / 2;
     const __m512 lut = _mm512_loadu_ps(q4_lut(dt));
     const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     const uint8_t *wp[2], *sp[2];
@@ -648,7 +649,7 @@ static AI T512 void mvn_q4_group512(fr_dtype dt, int R, int NT, const fr_weight 
 #pragma GCC unroll 2
             for (int i = 0; i < R; i++) {
                 if (left >= 4) {
-                    __builtin_prefetch(wp[i] + 64 * j + Q4_PF_AHEAD, 0, 3);
+                    if (pf) __builtin_prefetch(row_ahead(wp[i], 64 * j + Q4N_PF_AHEAD, rb, R), 0, 2);
                     raw[i] = _mm512_loadu_si512(wp[i] + 64 * j);
                 } else {
                     raw[i] = _mm512_maskz_loadu_epi32(mask16(4 * left), wp[i] + 64 * j);
@@ -692,11 +693,12 @@ static AI T512 void mvn_q4_range512_dt(fr_dtype dt, const fr_weight *w, const fl
             const int nt = (int)min64(3, n - t);
             const float *xt = xp + t * ldx;
             float *yt = y + t * ldy;
+            const bool pf = t == 0; /* the first token group streams the rows from memory */
             for (int64_t r = rb; r < rb_end; r += 2) {
                 const bool two = r + 2 <= rb_end;
-                if (nt == 3) two ? mvn_q4_group512(dt, 2, 3, w, xt, ldx, yt, r) : mvn_q4_group512(dt, 1, 3, w, xt, ldx, yt, r);
-                else if (nt == 2) two ? mvn_q4_group512(dt, 2, 2, w, xt, ldx, yt, r) : mvn_q4_group512(dt, 1, 2, w, xt, ldx, yt, r);
-                else two ? mvn_q4_group512(dt, 2, 1, w, xt, ldx, yt, r) : mvn_q4_group512(dt, 1, 1, w, xt, ldx, yt, r);
+                if (nt == 3) two ? mvn_q4_group512(dt, 2, 3, w, xt, ldx, yt, r, pf) : mvn_q4_group512(dt, 1, 3, w, xt, ldx, yt, r, pf);
+                else if (nt == 2) two ? mvn_q4_group512(dt, 2, 2, w, xt, ldx, yt, r, pf) : mvn_q4_group512(dt, 1, 2, w, xt, ldx, yt, r, pf);
+                else two ? mvn_q4_group512(dt, 2, 1, w, xt, ldx, yt, r, pf) : mvn_q4_group512(dt, 1, 1, w, xt, ldx, yt, r, pf);
             }
         }
     }
