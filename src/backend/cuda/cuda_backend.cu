@@ -85,11 +85,13 @@ struct fr_cu_ctx {
     size_t n_memo, cap_memo;
     unsigned long long *bytes_counter; /* device */
     bool reported;                     /* one device error message is enough */
+    int sm_count;
 };
 
 static fr_cu_ctx *ctx_of(fr_backend *be) { return (fr_cu_ctx *)be->ctx; }
 
 fr_gpu_stream fr_cu_stream(fr_backend *be) { return ctx_of(be)->stream; }
+int fr_cu_sm_count(fr_backend *be) { return ctx_of(be)->sm_count; }
 
 fr_status fr_cu_check(fr_backend *be, const char *what) {
     fr_gpu_err e = fr_gpu_last_error();
@@ -534,6 +536,7 @@ extern "C" fr_status fr_cuda_backend_create(int device, fr_backend **out, fr_err
         return fr_fail(err, FR_ERR_DEVICE, "cuda backend: %s", fr_gpu_error_string(e));
     }
     c->bytes_counter = (unsigned long long *)counter;
+    if (fr_gpu_sm_count(&c->sm_count) != FR_GPU_SUCCESS || c->sm_count < 1) c->sm_count = 132;
     *out = be;
     return FR_OK;
 }

@@ -32,6 +32,9 @@ typedef enum {
 typedef struct fr_cu_ctx fr_cu_ctx;
 
 fr_gpu_stream fr_cu_stream(fr_backend *be);
+/* The device's multiprocessor count (132 on an H100 SXM / H200), which sizes split-K and
+ * the attention splits: enough blocks to fill every SM. */
+int fr_cu_sm_count(fr_backend *be);
 /* The device view of host view w (data, scale_inv, scales translated). FR_ERR_INVALID if
  * w's bytes were never registered. */
 fr_status fr_cu_weight(fr_backend *be, const fr_weight *w, fr_weight *dev);

@@ -141,6 +141,7 @@ typedef cudaStream_t fr_gpu_stream;
 #if defined(FR_GPU_EMU)
 fr_gpu_err fr_gpu_device_count(int *n);
 const char *fr_gpu_device_name(void);
+fr_gpu_err fr_gpu_sm_count(int *n);
 fr_gpu_err fr_gpu_malloc(void **p, size_t bytes);
 fr_gpu_err fr_gpu_free(void *p);
 fr_gpu_err fr_gpu_memcpy_h2d(void *dst, const void *src, size_t bytes, fr_gpu_stream s);
@@ -172,6 +173,17 @@ fr_gpu_err fr_gpu_graph_exec_destroy(fr_gpu_graph_exec e);
 #define FR_GPU_(name) cuda##name
 #endif
 static inline fr_gpu_err fr_gpu_device_count(int *n) { return FR_GPU_(GetDeviceCount)(n); }
+/* Multiprocessors (CUs on AMD) of the current device: launch sizing wants a few blocks each. */
+static inline fr_gpu_err fr_gpu_sm_count(int *n) {
+    int dev = 0;
+    fr_gpu_err e = FR_GPU_(GetDevice)(&dev);
+    if (e != FR_GPU_SUCCESS) return e;
+#if defined(__HIPCC__)
+    return hipDeviceGetAttribute(n, hipDeviceAttributeMultiprocessorCount, dev);
+#else
+    return cudaDeviceGetAttribute(n, cudaDevAttrMultiProcessorCount, dev);
+#endif
+}
 static inline fr_gpu_err fr_gpu_malloc(void **p, size_t bytes) { return FR_GPU_(Malloc)(p, bytes); }
 static inline fr_gpu_err fr_gpu_free(void *p) { return FR_GPU_(Free)(p); }
 static inline fr_gpu_err fr_gpu_memcpy_h2d(void *d, const void *s, size_t n, fr_gpu_stream st) {

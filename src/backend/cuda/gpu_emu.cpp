@@ -298,6 +298,10 @@ fr_gpu_err fr_gpu_device_count(int *n) {
     return 0;
 }
 const char *fr_gpu_device_name(void) { return "CPU emulator (FR_GPU_EMU)"; }
+fr_gpu_err fr_gpu_sm_count(int *n) { /* launch sizing as on an H100/H200 (132 SMs) */
+    *n = 132;
+    return 0;
+}
 fr_gpu_err fr_gpu_malloc(void **p, size_t bytes) {
     *p = malloc(bytes ? bytes : 1);
     if (!*p) return 2;

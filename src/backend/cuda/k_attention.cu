@@ -923,12 +923,12 @@ static int pick_nr(int dr) {
     return 0;
 }
 
-/* Decode splits: enough blocks to keep the GPU busy (an H200 has 132 SMs; two blocks
- * each), so a 1k context already runs on ~128 blocks and a 32k one on 264 (124 keys
- * each); at least DEC_MIN_KEYS keys per split (one step of each key stream). The count
- * follows max_ctx, not this step's context, so a recorded decode step keeps its grid; the
- * kernel spreads the step's keys over the splits it has. */
-#define DEC_TARGET_BLOCKS 264
+/* Decode splits: enough blocks to keep the GPU busy (two per SM: on an H200's 132, a 1k
+ * context already runs on ~128 blocks and a 32k one on 264, 124 keys each); at least
+ * DEC_MIN_KEYS keys per split (one step of each key stream). The count follows max_ctx,
+ * not this step's context, so a recorded decode step keeps its grid; the kernel spreads
+ * the step's keys over the splits it has. */
+#define DEC_BLOCKS_PER_SM 2
 #define DEC_MIN_KEYS      8
 #define DEC_MAX_SPLITS    1024
 
@@ -965,7 +965,7 @@ static fr_status mla_absorbed_run(fr_backend *be, float *out, const float *q, in
     const int ngroups = (H + hg - 1) / hg, gpb = ngroups < 8 ? ngroups : 8, kw = 8 / gpb;
     const int hchunks = (ngroups + gpb - 1) / gpb;
     const int64_t mmax = sel ? (int64_t)width : ctx_cap(L->max_ctx, pos0, n);
-    int64_t ns = DEC_TARGET_BLOCKS / (n * hchunks);
+    int64_t ns = (int64_t)DEC_BLOCKS_PER_SM * fr_cu_sm_count(be) / (n * hchunks);
     const int64_t ns_keys = (mmax + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS;
     if (ns > ns_keys) ns = ns_keys;
     if (ns > DEC_MAX_SPLITS) ns = DEC_MAX_SPLITS;

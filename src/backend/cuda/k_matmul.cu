@@ -57,13 +57,11 @@
 /* Tokens per GEMV block, and the largest n that goes through the GEMV. */
 #define MM_NT 8
 #define MM_GEMV_MAX_N 32
-/* Warps the GEMV wants before it splits K: ~32 per SM of an H200's 132 (no runtime query
- * of the SM count in the shim; a GPU with more SMs just splits a little less than ideal).
- * Each holds MM_R x 16 bytes per lane in flight, so this is ~8 MB outstanding, past the
- * ~4 MB that bandwidth x latency asks for; fewer rows than this leave the memory system
- * idle, and a 576-row product would take ~14 serial DRAM round trips per lane. */
-#define MM_SMS 132
-#define MM_TARGET_WARPS (MM_SMS * 32)
+/* Warps the GEMV wants before it splits K: ~32 per SM (fr_cu_sm_count; 132 on an H200).
+ * Each holds MM_R x 16 bytes per lane in flight, so this is ~8 MB outstanding on an H200,
+ * past the ~4 MB that bandwidth x latency asks for; fewer rows than this leave the memory
+ * system idle, and a 576-row product would take ~14 serial DRAM round trips per lane. */
+#define MM_WARPS_PER_SM 32
 #define MM_MAX_SPLIT 32
 /* Tiled kernel geometry. */
 #define MM_BM 64
@@ -483,13 +481,13 @@ static bool mm_prepare(const fr_weight *w, mm_args *a) {
 
 static int64_t mm_ceil(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* GEMV split over the chunks of a row, from the shape only (so never from n): enough
- * warps to fill the GPU, at least one chunk per lane per split, splits of whole warp
- * strides. Returns the chunks per split. */
-static int64_t mm_gemv_split(int64_t rows, int64_t chunks) {
-    const int64_t warps = mm_ceil(rows, MM_R);
-    if (warps >= MM_TARGET_WARPS) return chunks;
-    int64_t s = mm_ceil(MM_TARGET_WARPS, warps);
+/* GEMV split over the chunks of a row, from the shape and the device only (so never from
+ * n): enough warps to fill the GPU, at least one chunk per lane per split, splits of whole
+ * warp strides. Returns the chunks per split. */
+static int64_t mm_gemv_split(int64_t rows, int64_t chunks, int sms) {
+    const int64_t warps = mm_ceil(rows, MM_R), target = (int64_t)sms * MM_WARPS_PER_SM;
+    if (warps >= target) return chunks;
+    int64_t s = mm_ceil(target, warps);
     if (s > MM_MAX_SPLIT) s = MM_MAX_SPLIT;
     if (s > chunks / FR_WARP) s = chunks / FR_WARP;
     if (s <= 1) return chunks;
@@ -513,7 +511,7 @@ fr_status fr_cu_matmul_dev(fr_backend *be, float *y, const float *x, int64_t n, 
         if (vec) {
             const int nt = n == 1 ? 1 : n == 2 ? 2 : n <= 4 ? 4 : MM_NT;
             a.chunks = a.row_bytes / 16;
-            a.split_len = mm_gemv_split(a.rows, a.chunks);
+            a.split_len = mm_gemv_split(a.rows, a.chunks, fr_cu_sm_count(be));
             splits = mm_ceil(a.chunks, a.split_len);
             a.groups = (int32_t)mm_ceil(n, nt);
             if (splits > 1) {
@@ -530,7 +528,7 @@ fr_status fr_cu_matmul_dev(fr_backend *be, float *y, const float *x, int64_t n, 
     } else {
         const int64_t bx = mm_ceil(a.rows, MM_BM), by = mm_ceil(n, MM_BN), ktiles = mm_ceil(a.cols, MM_BK);
         /* split K only while the output tiles leave SMs idle, keeping >= 4 K tiles each */
-        const int64_t target = 2 * MM_SMS;
+        const int64_t target = 2 * (int64_t)fr_cu_sm_count(be);
         int64_t s = 1;
         if (bx * by < target) {
             s = mm_ceil(target, bx * by);
