@@ -120,10 +120,18 @@ void fr_mxfp4_quantize_row(const float *x, int64_t n, uint8_t *blocks, uint8_t *
             int se = amax > 0.0f ? floor_log2f(amax) - 2 : -127;
             if (se < -127) se = -127; /* never above 125 for a finite float, see the top */
             scales[b] = (uint8_t)(se + 127);
-            /* 2^-se is a normal double for se in [-127, 125], so the product is exactly
-             * ldexp(x, -se), at one ldexp per block rather than per element. */
-            const double inv_scale = ldexp(1.0, -se);
-            for (int i = 0; i < len; i++) codes[i] = e2m1_rne((double)x[c0 + i] * inv_scale);
+            /* 2^-se is a normal float for se in [-127, 125], and x * 2^-se < 8, so the
+             * product is exact unless it falls below 2^-126, where it rounds toward a zero
+             * of its own sign and the code is 0 (or 8) whatever the rounding. The code
+             * counts the midpoints below |v|, as e2m1_rne decides them (ties to even);
+             * the loop has no branches and vectorizes. No NaN reaches here. */
+            const float inv_scale = ldexpf(1.0f, -se);
+            for (int i = 0; i < len; i++) {
+                const float v = x[c0 + i] * inv_scale, a = fabsf(v);
+                const int c = (a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
+                              (a > 5.0f);
+                codes[i] = (uint8_t)(c | (signbit(v) ? 8 : 0));
+            }
         }
         uint8_t *out = blocks + c0 / 2;
         for (int i = 0; i < len; i += 2) out[i / 2] = (uint8_t)(codes[i] | codes[i + 1] << 4);
