@@ -22,7 +22,7 @@
 #include "../core/status.h"
 #include "../core/weight.h"
 
-#define FR_BACKEND_API_VERSION 4
+#define FR_BACKEND_API_VERSION 5
 
 typedef struct fr_backend fr_backend;
 
@@ -202,7 +202,8 @@ typedef struct {
      * attention ops read the rows back through fr_mla_row / fr_dsa_key or the same layout. */
     fr_status (*kv_write)(fr_backend *be, void *cache, fr_kv_dtype dt, const int64_t *dst_rows, const float *src,
                           int64_t n, int64_t n_lat, int64_t n_rope);
-    /* Copy n floats device->host (host backends: memcpy). */
+    /* Copy n floats (or n int32 ids from argmax: any 4-byte values) device->host (host
+     * backends: memcpy). */
     fr_status (*to_host)(fr_backend *be, float *host, const float *src, size_t n);
     /* Copy n floats host->device (optional; host backends: memcpy). Filling a cache with
      * synthetic rows for a long-context benchmark is its one user. */
@@ -251,6 +252,12 @@ typedef struct {
      * did not match the recording): the caller runs the step again. */
     fr_status (*step_begin)(fr_backend *be, uint64_t key);
     fr_status (*step_end)(fr_backend *be);
+
+    /* Greedy pick (optional): ids[r] = fr_argmax_f32(x + r * cols, cols) for r < rows (the
+     * first index of the largest value; core/argmax.h), cols < 2^24. x and ids are backend
+     * memory. A greedy decode step then brings rows ids to the host, not rows x vocab
+     * floats. */
+    fr_status (*argmax)(fr_backend *be, int32_t *ids, const float *x, int64_t rows, int64_t cols);
 } fr_backend_ops;
 
 struct fr_backend {

@@ -49,6 +49,7 @@ struct fr_engine {
     fr_forward *fwd;
     fr_sampler smp;             /* shared scratch; each request swaps its own state in */
     float *logits;              /* [max_num_seqs, V] */
+    int32_t *picks;             /* [max_num_seqs]: greedy ids, when a step needs no logits */
     float *work;                /* [V] penalized logits */
     int32_t *counts;            /* [V] token counts for penalties, zero between uses */
     struct sched_item *items;   /* [max_num_seqs] this step's work */
@@ -416,8 +417,17 @@ static int schedule(fr_engine *e, sched_item *items, pending_event *evs, int *n_
     return n;
 }
 
-/* After the forward pass: advance, sample, and queue events; finished requests leave. */
-static void finish_step(fr_engine *e, sched_item *items, int n, const float *logits, pending_event *evs, int *n_evs) {
+/* Whether r's next token is the argmax of the raw logits and nothing else reads them: then
+ * a step of such requests asks the forward pass for ids (picked on the device) alone. */
+static bool plain_greedy(const req *r) {
+    return (r->p.temperature == 0.0f || r->p.top_k == 1) && r->p.presence_penalty == 0.0f &&
+           r->p.frequency_penalty == 0.0f && r->p.top_logprobs < 0;
+}
+
+/* After the forward pass: advance, sample (or take the step's greedy picks), and queue
+ * events; finished requests leave. */
+static void finish_step(fr_engine *e, sched_item *items, int n, const float *logits, const int32_t *picks,
+                        pending_event *evs, int *n_evs) {
     const int64_t V = e->m->cfg.vocab_size;
     int row = 0;
     const double t = now_s();
@@ -433,7 +443,8 @@ static void finish_step(fr_engine *e, sched_item *items, int n, const float *log
         event_base(r, &pe->ev);
         pe->r = r;
         pe->final = false;
-        int32_t tok = sample(e, r, logits + (int64_t)row++ * V, &pe->ev);
+        const int32_t tok = picks ? picks[row] : sample(e, r, logits + (int64_t)row * V, &pe->ev);
+        row++;
         r->tokens[r->n_tokens++] = tok;
         e->st.generation_tokens_total++;
         if (r->t_first_token == 0.0) r->t_first_token = t;
@@ -516,11 +527,14 @@ static void *step_loop(void *arg) {
                 .max_ctx = e->max_model_len, /* the same for every request: decode steps repeat */
             };
         }
-        fr_status rc = fr_forward_step(e->fwd, steps, n, e->logits, &err);
+        bool greedy = true;
+        for (int i = 0; i < n; i++) greedy &= steps[i].logits == FR_LOGITS_NONE || plain_greedy(items[i].r);
+        fr_status rc = greedy ? fr_forward_step_ids(e->fwd, steps, n, e->picks, &err)
+                              : fr_forward_step(e->fwd, steps, n, e->logits, &err);
         pthread_mutex_lock(&e->mu);
         e->st.steps_total++;
         if (rc) fail_step(e, items, n, err.msg, evs, &n_evs);
-        else finish_step(e, items, n, e->logits, evs, &n_evs);
+        else finish_step(e, items, n, e->logits, greedy ? e->picks : NULL, evs, &n_evs);
         e->st.running = e->n_running;
         e->st.waiting = e->n_waiting;
         pthread_mutex_unlock(&e->mu);
@@ -568,13 +582,14 @@ fr_status fr_engine_create(const fr_model *m, fr_backend *be, const fr_engine_op
     if (!rc) rc = fr_sampler_init(&e->smp, &sp, V, err);
     if (!rc) {
         e->logits = malloc((size_t)o.max_num_seqs * (size_t)V * sizeof *e->logits);
+        e->picks = malloc((size_t)o.max_num_seqs * sizeof *e->picks);
         e->work = malloc((size_t)V * sizeof *e->work);
         e->counts = calloc((size_t)V, sizeof *e->counts);
         e->running = calloc((size_t)o.max_num_seqs, sizeof *e->running);
         e->items = malloc((size_t)o.max_num_seqs * sizeof *e->items);
         e->steps = malloc((size_t)o.max_num_seqs * sizeof *e->steps);
         e->evs = malloc((size_t)event_capacity(&o) * sizeof *e->evs);
-        if (!e->logits || !e->work || !e->counts || !e->running || !e->items || !e->steps || !e->evs) rc = fr_fail(err, FR_ERR_NOMEM, "engine: out of memory");
+        if (!e->logits || !e->picks || !e->work || !e->counts || !e->running || !e->items || !e->steps || !e->evs) rc = fr_fail(err, FR_ERR_NOMEM, "engine: out of memory");
     }
     if (!rc) {
         pthread_mutex_init(&e->mu, NULL);
@@ -589,7 +604,7 @@ fr_status fr_engine_create(const fr_model *m, fr_backend *be, const fr_engine_op
         fr_kv_pool_free(e->pool);
         fr_forward_free(e->fwd);
         fr_sampler_release(&e->smp);
-        free(e->logits), free(e->work), free(e->counts), free(e->running);
+        free(e->logits), free(e->picks), free(e->work), free(e->counts), free(e->running);
         free(e->items), free(e->steps), free(e->evs), free(e);
         return rc;
     }
@@ -625,7 +640,7 @@ void fr_engine_free(fr_engine *e) {
     fr_forward_free(e->fwd);
     fr_kv_pool_free(e->pool);
     fr_sampler_release(&e->smp);
-    free(e->logits), free(e->work), free(e->counts), free(e->running);
+    free(e->logits), free(e->picks), free(e->work), free(e->counts), free(e->running);
     free(e->items), free(e->steps), free(e->evs);
     free(e);
 }

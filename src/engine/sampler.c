@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/argmax.h"
+
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -58,12 +60,7 @@ static int by_prob_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int32_t argmax(const float *v, int64_t n) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return (int32_t)best;
-}
+static int32_t argmax(const float *v, int64_t n) { return fr_argmax_f32(v, n); }
 
 int32_t fr_sampler_sample(fr_sampler *s, const float *logits) {
     const int64_t V = s->vocab;

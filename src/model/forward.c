@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "../backend/backend.h"
+#include "../core/argmax.h"
 
 struct fr_forward {
     const fr_model *m;
@@ -44,6 +45,8 @@ struct fr_forward {
     int64_t *head_rows;                          /* host, [cap]: rows that go through the head */
     float *logits_dev;                           /* backend, [logits_cap]: the head's output */
     int64_t logits_cap;
+    int32_t *picks_dev;                          /* backend, [picks_cap]: greedy ids of the head rows */
+    int64_t picks_cap;
 };
 
 static void free_buffers(fr_forward *f) {
@@ -132,6 +135,7 @@ void fr_forward_free(fr_forward *f) {
     if (!f) return;
     free_buffers(f);
     f->be->ops->free(f->be, f->logits_dev);
+    f->be->ops->free(f->be, f->picks_dev);
     free(f);
 }
 
@@ -287,7 +291,7 @@ static fr_status layer_forward(fr_forward *f, int l, const fr_seq_step *seqs, in
 /* The ops of one step, from the embedding to the head (rows > 0: its logits into
  * f->logits_dev). Host arrays (ids, positions, slots, head rows) are filled. */
 static fr_status run_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, int64_t T, int64_t rows,
-                          fr_error *err) {
+                          bool pick, fr_error *err) {
     const fr_model *m = f->m;
     const fr_config *c = &m->cfg;
     fr_backend *be = f->be;
@@ -306,10 +310,13 @@ static fr_status run_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, in
      * into f->delta, free now. */
     TRY(op->copy_rows(be, f->delta, NULL, f->h, f->head_rows, rows, D));
     TRY(op->matmul(be, f->logits_dev, f->delta, rows, &m->lm_head));
+    if (pick) TRY(op->argmax(be, f->picks_dev, f->logits_dev, rows, c->vocab_size));
     return FR_OK;
 }
 
-fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, fr_error *err) {
+/* A step that returns the wanted rows' logits, or (ids) their greedy picks. */
+static fr_status step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, int32_t *ids,
+                      fr_error *err) {
     const fr_model *m = f->m;
     const fr_config *c = &m->cfg;
     fr_backend *be = f->be;
@@ -348,26 +355,34 @@ fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, fl
             if (s->logits == FR_LOGITS_ALL || (s->logits == FR_LOGITS_LAST && j == s->n - 1)) f->head_rows[r++] = t;
         }
     }
-    if (rows && logits && rows * V > f->logits_cap) {
+    const bool head = rows && (logits || ids), pick = head && ids && op->argmax;
+    if (head && rows * V > f->logits_cap) {
         be->ops->free(be, f->logits_dev);
         f->logits_cap = 0;
         if (!(f->logits_dev = op->alloc(be, (size_t)(rows * V) * sizeof(float))))
             return fr_fail(err, FR_ERR_NOMEM, "out of memory for logits");
         f->logits_cap = rows * V;
     }
-    const bool head = rows && logits;
+    if (pick && rows > f->picks_cap) {
+        be->ops->free(be, f->picks_dev);
+        f->picks_cap = 0;
+        if (!(f->picks_dev = op->alloc(be, (size_t)rows * sizeof(int32_t))))
+            return fr_fail(err, FR_ERR_NOMEM, "out of memory for greedy ids");
+        f->picks_cap = rows;
+    }
     if (!op->step_begin) {
-        TRY(run_step(f, seqs, n_seqs, T, head ? rows : 0, err));
+        TRY(run_step(f, seqs, n_seqs, T, head ? rows : 0, pick, err));
     } else {
         /* A decode step of T sequences repeats with new positions and ids: a backend may
          * record it once and replay it (backend.h). Which sequences attend sparsely changes
          * the ops, so it is part of the shape. */
         const uint64_t key =
-            decode_only ? (((uint64_t)T << 40 | 1) ^ (sparse_mix << 1) ^ ((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ull)) | 1
+            decode_only ? (((uint64_t)T << 40 | 1) ^ (sparse_mix << 1) ^ ((uint64_t)pick << 39) ^
+                           ((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ull)) | 1
                         : 0; /* this forward's buffers are in the recording: its address is part of the shape */
         for (int attempt = 0;; attempt++) {
             TRY(op->step_begin(be, attempt ? 0 : key));
-            rc = run_step(f, seqs, n_seqs, T, head ? rows : 0, err);
+            rc = run_step(f, seqs, n_seqs, T, head ? rows : 0, pick, err);
             fr_status end = op->step_end(be);
             if (end == FR_ERR_RETRY && attempt == 0) continue; /* nothing ran: again, eagerly */
             if (rc) return rc;
@@ -375,8 +390,28 @@ fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, fl
             break;
         }
     }
-    if (head) TRY(op->to_host(be, logits, f->logits_dev, (size_t)(rows * V)));
+    if (!head) return FR_OK;
+    if (pick) {
+        TRY(op->to_host(be, (float *)(void *)ids, (const float *)(void *)f->picks_dev, (size_t)rows));
+    } else if (logits) {
+        TRY(op->to_host(be, logits, f->logits_dev, (size_t)(rows * V)));
+    } else { /* greedy on a backend without argmax: the rows come over and are picked here */
+        float *host = malloc((size_t)(rows * V) * sizeof *host);
+        if (!host) return fr_fail(err, FR_ERR_NOMEM, "out of memory for logits");
+        rc = op->to_host(be, host, f->logits_dev, (size_t)(rows * V));
+        for (int64_t i = 0; !rc && i < rows; i++) ids[i] = fr_argmax_f32(host + i * V, V);
+        free(host);
+        if (rc) return op_failed(be, rc, "to_host", err);
+    }
     return FR_OK;
+}
+
+fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, fr_error *err) {
+    return step(f, seqs, n_seqs, logits, NULL, err);
+}
+
+fr_status fr_forward_step_ids(fr_forward *f, const fr_seq_step *seqs, int n_seqs, int32_t *ids, fr_error *err) {
+    return step(f, seqs, n_seqs, NULL, ids, err);
 }
 
 /* ---- one sequence */

@@ -38,6 +38,10 @@ void fr_forward_free(fr_forward *f);
 /* Run one step. logits (host memory, may be NULL when no sequence wants any): the wanted
  * rows, sequence by sequence, each [vocab]. Ids outside the vocabulary: FR_ERR_INVALID. */
 fr_status fr_forward_step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float *logits, fr_error *err);
+/* The same step, but greedy: ids (host memory) gets the argmax of each wanted row (the
+ * first index of its largest logit, as fr_argmax_f32 picks it). With a backend argmax op
+ * (a GPU) the pick runs there and only the ids cross to the host. */
+fr_status fr_forward_step_ids(fr_forward *f, const fr_seq_step *seqs, int n_seqs, int32_t *ids, fr_error *err);
 
 /* ---- one sequence */
 

@@ -1,6 +1,7 @@
 /* test_cuda_basic.c - the CUDA backend's small ops against the CPU backend: embedding,
  * RMSNorm and the fused add+RMSNorm, LayerNorm, both RoPE layouts, row copies, KV-cache
- * writes (FP8 rows byte for byte), and weight registration / translation. */
+ * writes (FP8 rows byte for byte), the greedy argmax, and weight registration /
+ * translation. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -103,6 +104,45 @@ static void test_copy_rows(gc_ctx *g) {
     gc_close(g, "copy_rows gather", gc_from_dev(g, dst2, (size_t)(4 * dim)), want, (size_t)(4 * dim), 0.0);
 }
 
+/* Greedy picks of `rows` rows of `cols` logits, against the CPU backend's (the sampler's
+ * left-to-right scan). Row kinds: random; the maximum repeated at several columns (the
+ * first must win); a NaN in column 0 (it wins); NaNs elsewhere (never win); all -inf
+ * (column 0); the maximum in the last column; one row of all equal values. */
+static void test_argmax(gc_ctx *g, int64_t rows, int64_t cols) {
+    float *x = gc_randn(g, (size_t)(rows * cols), 97 + (uint64_t)cols, 3.0f);
+    for (int64_t r = 0; r < rows; r++) {
+        float *v = x + r * cols;
+        switch (r % 8) {
+        case 1: /* ties */
+            for (int64_t c = cols / 3; c < cols; c += cols / 4 + 1) v[c] = 100.0f;
+            break;
+        case 2: v[0] = NAN; break;
+        case 3:
+            for (int64_t c = 1; c < cols; c += 5) v[c] = NAN;
+            break;
+        case 4:
+            for (int64_t c = 0; c < cols; c++) v[c] = -INFINITY;
+            break;
+        case 5: v[cols - 1] = 1e30f; break;
+        case 6:
+            for (int64_t c = 0; c < cols; c++) v[c] = 0.5f;
+            break;
+        default: break;
+        }
+    }
+    int32_t *want = gc_host(g, (size_t)rows * sizeof *want);
+    gc_ok(g, "argmax (cpu)", g->cpu->ops->argmax(g->cpu, want, x, rows, cols));
+    int32_t *dids = (int32_t *)(void *)gc_dev_poison(g, (size_t)rows);
+    gc_ok(g, "argmax", g->gpu->ops->argmax(g->gpu, dids, gc_to_dev(g, x, (size_t)(rows * cols)), rows, cols));
+    const int32_t *got = gc_from_dev_bytes(g, dids, (size_t)rows * sizeof *got);
+    int bad = 0;
+    for (int64_t r = 0; r < rows; r++) bad += got[r] != want[r];
+    char name[64];
+    snprintf(name, sizeof name, "argmax %lld x %lld", (long long)rows, (long long)cols);
+    if (bad) fprintf(stderr, "%s: %d of %lld rows pick another id\n", name, bad, (long long)rows);
+    gc_check(g, name, bad == 0);
+}
+
 static void test_kv_write(gc_ctx *g, fr_kv_dtype dt, int64_t n_lat, int64_t n_rope) {
     const int64_t rows = 12, n = 5, w = n_lat + n_rope, rb = fr_kv_row_bytes(dt, n_lat, n_rope);
     float *src = gc_randn(g, (size_t)(n * w), 71 + (uint64_t)n_lat, 2.0f);
@@ -149,6 +189,11 @@ int main(void) {
     test_rope(&g, true, 6, 4, 64, 128, 4 * 128);
     test_rope(&g, false, 1, 2, 2, 8, 16);
     test_copy_rows(&g);
+    test_argmax(&g, 8, 1000);
+    test_argmax(&g, 16, 257);
+    test_argmax(&g, 3, 1);
+    test_argmax(&g, 8, 31);
+    if (!gc_quick()) test_argmax(&g, 8, 163840); /* DeepSeek's vocabulary */
     test_kv_write(&g, FR_KV_F32, 512, 64);
     test_kv_write(&g, FR_KV_FP8, 512, 64);
     test_kv_write(&g, FR_KV_FP8, 128, 0);

@@ -8,12 +8,15 @@
  * kept a per-step value (a position, a length, a block) as an argument gives wrong logits
  * from step 3 on. Also a DSA model (DeepSeek-V3.2 tiny, index_topk below the contexts), whose
  * decode switches from dense to sparse attention mid-run (a new step shape), and the FP8
- * cache. */
+ * cache. Then GREEDY steps where the GPU picks the ids itself (fr_forward_step_ids: the
+ * argmax op inside the recorded step, only ids copied back), against the argmax of the
+ * CPU's logits. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/argmax.h"
 #include "gpu_check.h"
 #include "model/forward.h"
 #include "model/kv_cache.h"
@@ -21,6 +24,7 @@
 
 #define NSEQ 3
 #define STEPS 12
+#define GREEDY 4
 
 static fr_model *load_preset(const char *preset, uint64_t seed) {
     fr_error err = {0};
@@ -67,10 +71,22 @@ static void runner_close(runner *r) {
     fr_kv_pool_free(r->pool);
 }
 
+/* Decode step k of every sequence, for the CPU runner (sc) and the GPU one (sg). */
+static void decode_step(fr_seq_step *sc, fr_seq_step *sg, const runner *rc, const runner *rg, int32_t ids[][64],
+                        const int64_t *prompt, int k, int64_t max_ctx) {
+    for (int i = 0; i < NSEQ; i++) {
+        const int64_t pos = prompt[i] + k;
+        sc[i] = (fr_seq_step){.ids = &ids[i][pos], .n = 1, .pos = pos, .blocks = rc->seq[i].blocks,
+                              .n_absorbed = 1, .logits = FR_LOGITS_LAST, .max_ctx = max_ctx};
+        sg[i] = sc[i];
+        sg[i].blocks = rg->seq[i].blocks;
+    }
+}
+
 static void run_case(gc_ctx *g, const char *name, const fr_model *m, fr_kv_dtype dt, double tol) {
     const int64_t V = m->cfg.vocab_size;
     const int64_t prompt[NSEQ] = {5, 9, 2};
-    const int64_t max_ctx = 9 + STEPS + 1;
+    const int64_t max_ctx = 9 + STEPS + GREEDY + 1;
     runner rc, rg;
     if (!runner_open(&rc, m, g->cpu, dt, max_ctx) || !runner_open(&rg, m, g->gpu, dt, max_ctx)) {
         gc_check(g, name, false);
@@ -100,13 +116,7 @@ static void run_case(gc_ctx *g, const char *name, const fr_model *m, fr_kv_dtype
     double worst = 0.0;
     for (int k = 0; k < STEPS && ok; k++) {
         fr_seq_step sc[NSEQ], sg[NSEQ];
-        for (int i = 0; i < NSEQ; i++) {
-            const int64_t pos = prompt[i] + k;
-            sc[i] = (fr_seq_step){.ids = &ids[i][pos], .n = 1, .pos = pos, .blocks = rc.seq[i].blocks,
-                                  .n_absorbed = 1, .logits = FR_LOGITS_LAST, .max_ctx = max_ctx};
-            sg[i] = sc[i];
-            sg[i].blocks = rg.seq[i].blocks;
-        }
+        decode_step(sc, sg, &rc, &rg, ids, prompt, k, max_ctx);
         ok = !fr_forward_step(rc.fwd, sc, NSEQ, want, &err) && !fr_forward_step(rg.fwd, sg, NSEQ, got, &err);
         if (!ok) break;
         const double e = gc_rel_l2(got, want, (size_t)(NSEQ * V));
@@ -114,6 +124,28 @@ static void run_case(gc_ctx *g, const char *name, const fr_model *m, fr_kv_dtype
         snprintf(label, sizeof label, "%s: decode step %d of %d sequences", name, k, NSEQ);
         gc_close(g, label, got, want, (size_t)(NSEQ * V), tol);
     }
+    /* greedy steps: the GPU's picks against the argmax of the CPU's logits; a different
+     * pick is accepted only on a near tie (the two logits within 1e-5 of the row's scale) */
+    int differ = 0, near_ties = 0;
+    for (int k = STEPS; k < STEPS + GREEDY && ok; k++) {
+        fr_seq_step sc[NSEQ], sg[NSEQ];
+        decode_step(sc, sg, &rc, &rg, ids, prompt, k, max_ctx);
+        int32_t picks[NSEQ];
+        ok = !fr_forward_step(rc.fwd, sc, NSEQ, want, &err) && !fr_forward_step_ids(rg.fwd, sg, NSEQ, picks, &err);
+        for (int i = 0; i < NSEQ && ok; i++) {
+            const float *row = want + (int64_t)i * V;
+            const int32_t best = fr_argmax_f32(row, V);
+            if (picks[i] == best) continue;
+            float scale = 0.0f;
+            for (int64_t c = 0; c < V; c++) scale = fabsf(row[c]) > scale ? fabsf(row[c]) : scale;
+            const bool in_range = picks[i] >= 0 && picks[i] < V;
+            if (in_range && fabsf(row[picks[i]] - row[best]) <= 1e-5f * scale) near_ties++;
+            else differ++;
+        }
+    }
+    snprintf(label, sizeof label, "%s: %d greedy steps picked on the device", name, GREEDY);
+    if (ok) gc_check(g, label, differ == 0);
+    if (near_ties) printf("  %s: %d near-tie picks differ\n", name, near_ties);
     if (!ok) printf("  %s: %s\n", name, err.msg);
     gc_check(g, name, ok);
     printf("%-40s worst decode rel L2 %.3g over %d steps\n", name, worst, STEPS);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../core/argmax.h"
 #include "../backend.h"
 #include "cpu_dsa.h"
 #include "cpu_kv.h"
@@ -401,6 +402,12 @@ static fr_status cpu_kv_write(fr_backend *be, void *cache, fr_kv_dtype dt, const
     return FR_OK;
 }
 
+static fr_status cpu_argmax(fr_backend *be, int32_t *ids, const float *x, int64_t rows, int64_t cols) {
+    (void)be;
+    for (int64_t r = 0; r < rows; r++) ids[r] = fr_argmax_f32(x + r * cols, cols);
+    return FR_OK;
+}
+
 static fr_status cpu_to_host(fr_backend *be, float *host, const float *src, size_t n) {
     (void)be;
     if (host != src) memcpy(host, src, n * sizeof *host);
@@ -437,6 +444,7 @@ static const fr_backend_ops cpu_ops = {
     .rope_half = fr_cpu_rope_half,
     .dsa_select = cpu_dsa_select,
     .mla_sparse_attention = cpu_mla_sparse_attention,
+    .argmax = cpu_argmax,
 };
 
 fr_status fr_cpu_backend_create(int n_threads, fr_backend **out, fr_error *err) {

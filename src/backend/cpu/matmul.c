@@ -801,7 +801,6 @@ static AI T512 void mt_strip512(fr_dtype dt, int NV, const fr_weight *w, const f
             const uint8_t *rp = base + (size_t)r * stride;
             /* The strip is a column of short pieces a row apart, which the hardware
              * prefetchers follow poorly: fetch the piece MT_PF_ROWS rows down. */
-#pragma GCC unroll 8
             for (int l = 0; l < NV * 16 * (int)esize(dt) / 64; l++)
                 __builtin_prefetch(rp + MT_PF_ROWS * stride + (size_t)c0 * esize(dt) + 64 * l, 0, 3);
 #pragma GCC unroll 8

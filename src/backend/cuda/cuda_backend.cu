@@ -502,6 +502,7 @@ static const fr_backend_ops cuda_ops = {
     .register_weight = cu_register_weight,
     .step_begin = cu_step_begin,
     .step_end = cu_step_end,
+    .argmax = fr_cu_argmax,
 };
 
 extern "C" fr_status fr_cuda_backend_create(int device, fr_backend **out, fr_error *err) {

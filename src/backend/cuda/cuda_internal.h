@@ -83,6 +83,7 @@ fr_status fr_cu_rope_half(fr_backend *be, float *x, int64_t n, int heads, int64_
                           int rope, const int32_t *pos, const double *freqs, float mscale);
 fr_status fr_cu_layernorm(fr_backend *be, float *out, const float *x, int64_t n, int64_t dim, int64_t stride,
                           const fr_weight *w, const fr_weight *b, float eps);
+fr_status fr_cu_argmax(fr_backend *be, int32_t *ids, const float *x, int64_t rows, int64_t cols);
 fr_status fr_cu_copy_rows(fr_backend *be, float *dst, const int64_t *dst_rows, const float *src,
                           const int64_t *src_rows, int64_t n, int64_t dim);
 fr_status fr_cu_kv_write(fr_backend *be, void *cache, fr_kv_dtype dt, const int64_t *dst_rows, const float *src,

@@ -166,6 +166,49 @@ fr_status fr_cu_copy_rows(fr_backend *be, float *dst, const int64_t *dst_rows, c
     return fr_cu_check(be, "copy_rows");
 }
 
+/* ---- greedy pick */
+
+/* Whether candidate (v, i) beats (bv, bi) under fr_argmax_f32's order: the larger value,
+ * the lower index on ties; a NaN never beats anything, and anything beats the empty
+ * candidate (bi < 0). */
+__device__ __forceinline__ bool argmax_beats(float v, int i, float bv, int bi) {
+    if (v != v || i < 0) return false;
+    return bi < 0 || v > bv || (v == bv && i < bi);
+}
+
+/* One block per row. Each thread keeps the best of its strided columns, then the warp
+ * and the block reduce (value, index) pairs; indexes travel as floats, exact below 2^24.
+ * A NaN in column 0 wins outright, as the left-to-right scan leaves it. */
+__global__ void k_argmax(int32_t *ids, const float *__restrict__ x, int64_t cols) {
+    __shared__ float part_v[1024 / FR_WARP], part_i[1024 / FR_WARP];
+    const float *row = x + (int64_t)blockIdx.x * cols;
+    float bv = 0.0f;
+    int bi = -1;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+        if (argmax_beats(row[c], (int)c, bv, bi)) bv = row[c], bi = (int)c;
+    for (int m = FR_WARP / 2; m > 0; m >>= 1) {
+        const float ov = fr_shfl_xor(bv, m);
+        const int oi = (int)fr_shfl_xor((float)bi, m);
+        if (argmax_beats(ov, oi, bv, bi)) bv = ov, bi = oi;
+    }
+    const int lane = (int)threadIdx.x % FR_WARP, warp = (int)threadIdx.x / FR_WARP;
+    if (lane == 0) part_v[warp] = bv, part_i[warp] = (float)bi;
+    fr_sync_threads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)blockDim.x / FR_WARP; w++)
+            if (argmax_beats(part_v[w], (int)part_i[w], bv, bi)) bv = part_v[w], bi = (int)part_i[w];
+        const float first = row[0];
+        ids[blockIdx.x] = first != first || bi < 0 ? 0 : bi;
+    }
+}
+
+fr_status fr_cu_argmax(fr_backend *be, int32_t *ids, const float *x, int64_t rows, int64_t cols) {
+    if (rows < 1 || cols < 1) return FR_OK;
+    if (cols >= (1 << 24) || rows > 2147483647) return FR_ERR_UNSUPPORTED;
+    FR_LAUNCH(k_argmax, (unsigned)rows, 256, 0, fr_cu_stream(be), ids, x, cols);
+    return fr_cu_check(be, "argmax");
+}
+
 /* ---- KV-cache writes */
 
 /* float32 -> E4M3 exactly as e4m3_rne in backend.c (ties to even, saturating, NaN 0x7f). */
