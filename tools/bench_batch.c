@@ -28,10 +28,10 @@ static fr_status run_batch(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, in
     fr_kv_seq *seqs = calloc((size_t)B, sizeof *seqs);
     fr_seq_step *st = calloc((size_t)B, sizeof *st);
     int32_t *ids = malloc((size_t)B * (size_t)per_seq * sizeof *ids);
-    float *logits = malloc((size_t)B * (size_t)c->vocab_size * sizeof *logits);
+    int32_t *picks = malloc((size_t)B * sizeof *picks); /* greedy steps, as the engine runs them */
     double *steps = malloc((size_t)n_gen * sizeof *steps);
     fr_status rc = FR_OK;
-    if (!seqs || !st || !ids || !logits || !steps) {
+    if (!seqs || !st || !ids || !picks || !steps) {
         rc = fr_fail(err, FR_ERR_NOMEM, "out of memory for a batch of %d", B);
         goto out;
     }
@@ -50,7 +50,7 @@ static fr_status run_batch(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, in
         }
         fr_seq_step p = {.ids = ids + (int64_t)b * per_seq, .n = n_prompt, .pos = 0, .blocks = seqs[b].blocks,
                          .n_absorbed = n_prompt > 1 ? 0 : 1, .logits = FR_LOGITS_LAST};
-        rc = fr_forward_step(fwd, &p, 1, logits, err);
+        rc = fr_forward_step_ids(fwd, &p, 1, picks, err);
     }
     uint64_t bytes = 0;
     for (int64_t i = 0; i <= n_gen && !rc; i++) { /* step 0 is a warm-up, not timed */
@@ -60,7 +60,7 @@ static fr_status run_batch(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, in
                                   .max_ctx = per_seq};
         const uint64_t before = be->weight_bytes_read;
         const double t0 = fr_now_s();
-        rc = fr_forward_step(fwd, st, B, logits, err);
+        rc = fr_forward_step_ids(fwd, st, B, picks, err);
         if (i > 0) {
             steps[i - 1] = fr_now_s() - t0;
             bytes += be->weight_bytes_read - before;
@@ -76,7 +76,7 @@ out:
         for (int b = 0; b < B; b++) fr_kv_seq_free(pool, &seqs[b]);
     fr_forward_free(fwd);
     fr_kv_pool_free(pool);
-    free(seqs), free(st), free(ids), free(logits), free(steps);
+    free(seqs), free(st), free(ids), free(picks), free(steps);
     return rc;
 }
 

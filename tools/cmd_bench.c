@@ -68,8 +68,6 @@ static void drop_indexer(fr_model *m) {
 static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtype, const int64_t *ctxs, int n_ctx,
                                 int64_t n_gen, bool json, const char *label, fr_error *err) {
     const fr_config *c = &m->cfg;
-    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
-    if (!logits) return fr_fail(err, FR_ERR_NOMEM, "out of memory");
     fr_status rc = FR_OK;
     if (!json) {
         printf("\n%s: %d layers, %s KV cache (%lld bytes/token)", label, c->n_layers, fr_kv_dtype_name(kv_dtype),
@@ -86,12 +84,12 @@ static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtyp
         if ((rc = fr_session_create_opts(m, be, &so, &s, err))) break;
         rc = fr_session_fill_synthetic(s, ctxs[i], 7, err);
         /* one untimed step first: step buffers and the scratch of each op get allocated */
-        int32_t id = 1 % (int32_t)c->vocab_size;
-        if (!rc) rc = fr_session_eval(s, &id, 1, FR_ATTN_AUTO, logits, false, err);
+        int32_t id = 1 % (int32_t)c->vocab_size, next;
+        if (!rc) rc = fr_session_eval_greedy(s, &id, 1, FR_ATTN_AUTO, &next, err);
         const double a0 = be->attention_s, i0 = be->indexer_s, t0 = fr_now_s();
         for (int64_t k = 0; k < n_gen && !rc; k++) {
             id = (int32_t)((k * 7919 + 3) % c->vocab_size);
-            rc = fr_session_eval(s, &id, 1, FR_ATTN_AUTO, logits, false, err);
+            rc = fr_session_eval_greedy(s, &id, 1, FR_ATTN_AUTO, &next, err);
         }
         const double per = (fr_now_s() - t0) / (double)n_gen, attn = (be->attention_s - a0) / (double)n_gen;
         const double idx = (be->indexer_s - i0) / (double)n_gen;
@@ -108,7 +106,6 @@ static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtyp
                    1e3 * idx, 1e3 * (per - attn - idx), kvmb);
         fflush(stdout);
     }
-    free(logits);
     return rc;
 }
 
@@ -211,9 +208,7 @@ int fr_cmd_bench(int argc, char **argv) {
     if ((rc = fr_session_create_opts(m, be, &so, &s, &err))) goto out;
     ids = malloc((size_t)(n_prompt + n_gen) * sizeof *ids);
     step = malloc((size_t)n_gen * sizeof *step);
-    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
-    if (!ids || !step || !logits) {
-        free(logits);
+    if (!ids || !step) {
         rc = fr_fail(&err, FR_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -222,18 +217,19 @@ int fr_cmd_bench(int argc, char **argv) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         ids[i] = (int32_t)(x % (uint64_t)c->vocab_size);
     }
+    /* greedy steps, as a server runs them: on a GPU only the picked id comes back */
+    int32_t next;
     double t0 = fr_now_s();
-    rc = fr_session_eval(s, ids, n_prompt, FR_ATTN_AUTO, logits, false, &err);
+    rc = fr_session_eval_greedy(s, ids, n_prompt, FR_ATTN_AUTO, &next, &err);
     double t_prefill = fr_now_s() - t0;
     uint64_t weight_bytes = 0;
     for (int64_t i = 0; i < n_gen && !rc; i++) {
         uint64_t before = be->weight_bytes_read;
         double a = fr_now_s();
-        rc = fr_session_eval(s, ids + n_prompt + i, 1, FR_ATTN_AUTO, logits, false, &err);
+        rc = fr_session_eval_greedy(s, ids + n_prompt + i, 1, FR_ATTN_AUTO, &next, &err);
         step[i] = fr_now_s() - a;
         weight_bytes += be->weight_bytes_read - before;
     }
-    free(logits);
     if (rc) goto out;
     qsort(step, (size_t)n_gen, sizeof *step, fr_cmp_double);
     const double t_step = step[n_gen / 2];

@@ -183,12 +183,17 @@ int fr_cmd_run(int argc, char **argv) {
         rc = fr_fail(&err, FR_ERR_NOMEM, "out of memory");
         goto out;
     }
+    /* greedy: the backend picks the id (on a GPU only the id comes back), the sampler's argmax */
+    const bool greedy = o.sp.temperature == 0.0f || o.sp.top_k == 1;
+    int32_t next = 0;
     double t0 = fr_now_s();
-    if ((rc = fr_session_eval(c.sess, c.ids, c.n_ids, FR_ATTN_AUTO, logits, false, &err))) goto out;
+    rc = greedy ? fr_session_eval_greedy(c.sess, c.ids, c.n_ids, FR_ATTN_AUTO, &next, &err)
+                : fr_session_eval(c.sess, c.ids, c.n_ids, FR_ATTN_AUTO, logits, false, &err);
+    if (rc) goto out;
     double t1 = fr_now_s();
     int64_t produced = 0;
     for (; produced < o.n_predict; produced++) {
-        int32_t id = fr_sampler_sample(&smp, logits);
+        int32_t id = greedy ? next : fr_sampler_sample(&smp, logits);
         if (detok) {
             piece.len = 0;
             if ((rc = fr_detok_push(detok, id, &piece, &err))) goto out;
@@ -201,7 +206,9 @@ int fr_cmd_run(int argc, char **argv) {
             produced++;
             break;
         }
-        if (produced + 1 < o.n_predict && (rc = fr_session_eval(c.sess, &id, 1, FR_ATTN_AUTO, logits, false, &err)))
+        if (produced + 1 < o.n_predict &&
+            (rc = greedy ? fr_session_eval_greedy(c.sess, &id, 1, FR_ATTN_AUTO, &next, &err)
+                         : fr_session_eval(c.sess, &id, 1, FR_ATTN_AUTO, logits, false, &err)))
             goto out;
     }
     double t2 = fr_now_s();

@@ -517,8 +517,9 @@ fr_status fr_session_fill_synthetic(fr_session *s, int64_t n, uint64_t seed, fr_
 }
 void fr_session_reset(fr_session *s) { s->pos = 0; }
 
-fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, float *logits,
-                          bool all_logits, fr_error *err) {
+/* One session step: logits as fr_session_eval asks, or (next) the greedy pick. */
+static fr_status session_step(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, float *logits,
+                              bool all_logits, int32_t *next, fr_error *err) {
     if (n < 1) return fr_fail(err, FR_ERR_INVALID, "no tokens to evaluate");
     if (s->pos + n > s->max_ctx)
         return fr_fail(err, FR_ERR_CAPACITY, "context full: %lld tokens cached + %lld new > %lld", (long long)s->pos,
@@ -526,10 +527,20 @@ fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_
     const bool absorbed = mode == FR_ATTN_ABSORBED || (mode == FR_ATTN_AUTO && n == 1);
     fr_seq_step st = {
         .ids = ids, .n = n, .pos = s->pos, .blocks = s->seq.blocks, .n_absorbed = absorbed ? n : 0,
-        .logits = !logits ? FR_LOGITS_NONE : all_logits ? FR_LOGITS_ALL : FR_LOGITS_LAST,
+        .logits = next ? FR_LOGITS_LAST : !logits ? FR_LOGITS_NONE : all_logits ? FR_LOGITS_ALL : FR_LOGITS_LAST,
         .max_ctx = s->max_ctx,
     };
-    fr_status rc = fr_forward_step(s->fwd, &st, 1, logits, err);
+    fr_status rc = next ? fr_forward_step_ids(s->fwd, &st, 1, next, err) : fr_forward_step(s->fwd, &st, 1, logits, err);
     if (!rc) s->pos += n;
     return rc;
+}
+
+fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, float *logits,
+                          bool all_logits, fr_error *err) {
+    return session_step(s, ids, n, mode, logits, all_logits, NULL, err);
+}
+
+fr_status fr_session_eval_greedy(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, int32_t *next,
+                                 fr_error *err) {
+    return session_step(s, ids, n, mode, NULL, false, next, err);
 }

@@ -82,5 +82,9 @@ typedef enum {
  * Ids outside the vocabulary: FR_ERR_INVALID; cache full: FR_ERR_CAPACITY. */
 fr_status fr_session_eval(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, float *logits,
                           bool all_logits, fr_error *err);
+/* The same, greedy: *next gets the argmax of the last token's logits (fr_forward_step_ids:
+ * on a GPU only the id crosses to the host). */
+fr_status fr_session_eval_greedy(fr_session *s, const int32_t *ids, int64_t n, fr_attn_mode mode, int32_t *next,
+                                 fr_error *err);
 
 #endif
