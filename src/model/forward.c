@@ -355,7 +355,7 @@ static fr_status step(fr_forward *f, const fr_seq_step *seqs, int n_seqs, float 
             if (s->logits == FR_LOGITS_ALL || (s->logits == FR_LOGITS_LAST && j == s->n - 1)) f->head_rows[r++] = t;
         }
     }
-    const bool head = rows && (logits || ids), pick = head && ids && op->argmax;
+    const bool head = rows && (logits || ids), pick = head && ids && op->argmax && V < (1 << 24);
     if (head && rows * V > f->logits_cap) {
         be->ops->free(be, f->logits_dev);
         f->logits_cap = 0;
