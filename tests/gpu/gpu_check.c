@@ -226,6 +226,14 @@ bool gc_close(gc_ctx *g, const char *name, const float *got, const float *want, 
     return ok;
 }
 
+bool gc_row_poisoned(gc_ctx *g, const char *name, const float *row, int64_t width) {
+    bool poisoned = true;
+    for (int64_t i = 0; i < width; i++) poisoned = poisoned && isnan(row[i]);
+    char buf[320];
+    snprintf(buf, sizeof buf, "%s: the row after the last token stays poisoned", name);
+    return gc_check(g, buf, poisoned);
+}
+
 bool gc_check(gc_ctx *g, const char *name, bool ok) {
     g->checks++;
     if (!ok) g->failures++;

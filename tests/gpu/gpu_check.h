@@ -52,6 +52,9 @@ bool gc_close(gc_ctx *g, const char *name, const float *got, const float *want, 
 /* GC_QUICK=1 (set for the sanitizer pass, where the emulator runs ~10x slower): tests keep
  * every code path but drop their largest shapes. */
 bool gc_quick(void);
+/* Check that the `width` values at row, the output row after the last token, are all
+ * still NaN (the op wrote nothing past its output). */
+bool gc_row_poisoned(gc_ctx *g, const char *name, const float *row, int64_t width);
 /* Plain check. */
 bool gc_check(gc_ctx *g, const char *name, bool ok);
 /* Check that a status is FR_OK. */

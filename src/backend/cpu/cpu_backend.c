@@ -265,6 +265,14 @@ static fr_status cpu_mlp(fr_backend *be, float *out, const float *x, int64_t n, 
  * DeepSeek-V3's widths) while a decode batch of up to 32 tokens is one wave. */
 #define MOE_WAVE_SLOTS 256
 
+/* The end of the wave that starts at expert e0: as many experts as fit MOE_WAVE_SLOTS
+ * slots (count[] is the slot offset of each expert), at least one. */
+static int moe_wave_end(const int64_t *count, int e0, int E) {
+    int e1 = e0 + 1;
+    while (e1 < E && count[e1 + 1] - count[e0] <= MOE_WAVE_SLOTS) e1++;
+    return e1;
+}
+
 /* Routed experts run in waves of consecutive experts, each as two groups of products
  * (fr_cpu_matmul_group): gate and up of every expert of the wave (and of the shared
  * expert in the first), then their down projections. At decode a layer then costs two
@@ -313,9 +321,9 @@ static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, 
      * [gate | up] rows of each expert of the wave. */
     int64_t wave_slots = 0, wave_hidden = 0;
     for (int e0 = 0, e1; e0 < E; e0 = e1) {
+        e1 = moe_wave_end(count, e0, E);
         int64_t hsum = 0;
-        for (e1 = e0; e1 < E && (e1 == e0 || count[e1 + 1] - count[e0] <= MOE_WAVE_SLOTS); e1++)
-            hsum += 2 * (count[e1 + 1] - count[e1]) * experts[e1].gate->rows;
+        for (int e = e0; e < e1; e++) hsum += 2 * (count[e + 1] - count[e]) * experts[e].gate->rows;
         if (count[e1] - count[e0] > wave_slots) wave_slots = count[e1] - count[e0];
         if (hsum > wave_hidden) wave_hidden = hsum;
     }
@@ -326,8 +334,7 @@ static fr_status cpu_moe(fr_backend *be, float *out, const float *x, int64_t n, 
     if (!xs || !ys || !hid || !hid_shared) goto out;
 
     for (int e0 = 0, e1; e0 < E; e0 = e1) {
-        for (e1 = e0; e1 < E && (e1 == e0 || count[e1 + 1] - count[e0] <= MOE_WAVE_SLOTS); e1++) {
-        }
+        e1 = moe_wave_end(count, e0, E);
         const int64_t s0 = count[e0];
         for (int64_t s = s0; s < count[e1]; s++)
             memcpy(xs + (s - s0) * dim, x + slot_tok[s] * dim, (size_t)dim * sizeof *xs);
