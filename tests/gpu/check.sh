@@ -26,6 +26,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
   { echo "check.sh: no GPU here (nvidia-smi failed)"; exit 1; }
 fail=0
 t_start=$(date +%s)
+# The CPU side of every comparison with f32 activations, as the CUDA kernels compute (on CPUs
+# with AVX-512 VNNI the default 4-bit CPU products round x to int8: backend/cpu/matmul.h).
+export FR_ISA=avx512
 
 echo "== 1. CUDA ops against the CPU backend"
 for t in "$B"/tests/gpu/test_cuda_*; do

@@ -342,6 +342,10 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated variant names (prefix match)")
     ap.add_argument("--keep", action="store_true", help="keep the synth checkpoints")
     a = ap.parse_args()
+    # The reference computes every product with f32 (here f64) activations; on CPUs with AVX-512
+    # VNNI the engine's default 4-bit products round them to int8 per block of 32 (matmul.h),
+    # tested on its own in unit_matmul and tests/quant (e). Compare the exact path here.
+    os.environ["FR_ISA"] = "avx512"
     frontier = os.path.abspath(a.frontier)
     os.makedirs(a.workdir, exist_ok=True)
     workdir = os.path.abspath(a.workdir)

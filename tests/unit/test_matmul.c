@@ -20,6 +20,7 @@
  * for mixed formats and token counts, shared inputs and 1 to 7 threads. */
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,30 @@ static float *rand_vec(int64_t len) {
 
 static const double TOL = 1e-5;
 
+/* The x a product of view v reads, in double: x itself, except for 4-bit weights on the
+ * VNNI path, which round x to int8 per block of 32 (matmul.h): q = rint(x * (127 / amax))
+ * with f32 arithmetic (double below amax 2^-100), read as q * (amax / 127), NaN where
+ * amax is not finite. Written from that definition, apart from the kernels' code. */
+static double *read_x(const fr_weight *v, const float *x, int64_t n) {
+    const int64_t C = v->cols;
+    double *d = malloc((size_t)(n * C) * sizeof(double));
+    if (!d) return NULL;
+    const bool q8 = fr_isa_active() == FR_ISA_AVX512VNNI && (v->dtype == FR_DTYPE_MXFP4 || v->dtype == FR_DTYPE_INT4);
+    for (int64_t i = 0; i < n * C; i++) d[i] = x[i];
+    if (!q8) return d;
+    for (int64_t b = 0; b < n * C; b += 32) {
+        float amax = 0.0f;
+        for (int i = 0; i < 32; i++) amax = fabsf(x[b + i]) > amax || isnan(x[b + i]) ? fabsf(x[b + i]) : amax;
+        for (int i = 0; i < 32; i++) {
+            if (isnan(amax) || isinf(amax)) d[b + i] = NAN;
+            else if (amax == 0.0f) d[b + i] = 0.0;
+            else if (amax < 0x1p-100f) d[b + i] = nearbyint(x[b + i] * (127.0 / amax)) * (double)(float)(amax / 127.0);
+            else d[b + i] = (double)nearbyintf(x[b + i] * (127.0f / amax)) * (double)(amax / 127.0f);
+        }
+    }
+    return d;
+}
+
 /* y = x W^T for view v, against dense Wd (v->rows x v->cols). Returns failures. */
 static int check_matmul(const fr_weight *v, const double *Wd, int64_t n, const char *what) {
     const int64_t R = v->rows, C = v->cols;
@@ -136,12 +161,19 @@ static int check_matmul(const fr_weight *v, const double *Wd, int64_t n, const c
     }
     for (int64_t i = 0; i < n * R; i++) y[i] = NAN; /* every output must be written */
     fr_cpu_matmul(y, x, n, v);
+    double *xr = read_x(v, x, n);
+    if (!xr) {
+        CHECK_MSG(0, "out of memory");
+        free(x);
+        free(y);
+        return 1;
+    }
     int bad = 0;
     for (int64_t t = 0; t < n && bad < 3; t++)
         for (int64_t r = 0; r < R && bad < 3; r++) {
             double ref = 0, mag = 0;
             for (int64_t c = 0; c < C; c++) {
-                double p = (double)x[t * C + c] * Wd[r * C + c];
+                double p = xr[t * C + c] * Wd[r * C + c];
                 ref += p;
                 mag += fabs(p);
             }
@@ -153,6 +185,7 @@ static int check_matmul(const fr_weight *v, const double *Wd, int64_t n, const c
             }
         }
     CHECK(bad == 0);
+    free(xr);
     free(x);
     free(y);
     return bad;
@@ -192,15 +225,15 @@ static int check_matmul_t(const fr_weight *v, const double *Wd, int64_t n, const
     return bad;
 }
 
-static fr_isa isas[3];
+static fr_isa isas[4];
 static int n_isas;
 
 static void collect_isas(void) {
-    for (int i = FR_ISA_PORTABLE; i <= FR_ISA_AVX512; i++) {
+    for (int i = FR_ISA_PORTABLE; i <= FR_ISA_AVX512VNNI; i++) {
         fr_isa_set_limit((fr_isa)i);
         if (fr_isa_active() == (fr_isa)i) isas[n_isas++] = (fr_isa)i;
     }
-    fr_isa_set_limit(FR_ISA_AVX512);
+    fr_isa_set_limit(FR_ISA_AVX512VNNI);
 }
 
 static const fr_dtype dtypes[] = {FR_DTYPE_F32, FR_DTYPE_F16, FR_DTYPE_BF16, FR_DTYPE_F8_E4M3};
@@ -237,7 +270,7 @@ static void test_shapes(void) {
                         check_matmul_t(&m.w, Wd, ns[j], what);
                     }
                 }
-                fr_isa_set_limit(FR_ISA_AVX512);
+                fr_isa_set_limit(FR_ISA_AVX512VNNI);
                 free(Wd);
                 tmat_free(&m);
             }
@@ -259,7 +292,7 @@ static void test_many_tokens(void) {
             snprintf(what, sizeof what, "%s %s 70x300", fr_isa_name(isas[i]), fr_dtype_name(dtypes[d]));
             check_matmul(&m.w, Wd, 70, what);
         }
-        fr_isa_set_limit(FR_ISA_AVX512);
+        fr_isa_set_limit(FR_ISA_AVX512VNNI);
         free(Wd);
         tmat_free(&m);
     }
@@ -281,7 +314,7 @@ static void check_invariant(const fr_weight *w) {
                 bad += memcmp(y1, y + t * R, (size_t)R * sizeof *y1) != 0;
             }
         }
-    fr_isa_set_limit(FR_ISA_AVX512);
+    fr_isa_set_limit(FR_ISA_AVX512VNNI);
     CHECK_MSG(bad == 0 && x && y && y1, "%s %lldx%lld: %d token rows differ from n=1", fr_dtype_name(w->dtype),
               (long long)R, (long long)K, bad);
     free(x), free(y), free(y1);
@@ -342,7 +375,7 @@ static void test_fp8_slices(void) {
                 check_matmul_t(&v, Wd, 1, what);
                 check_matmul_t(&v, Wd, 2, what);
             }
-            fr_isa_set_limit(FR_ISA_AVX512);
+            fr_isa_set_limit(FR_ISA_AVX512VNNI);
             free(Wd);
         }
         tmat_free(&m);
@@ -385,7 +418,7 @@ static void test_fp8_codes(void) {
             CHECK(bad == 0);
         }
     }
-    fr_isa_set_limit(FR_ISA_AVX512);
+    fr_isa_set_limit(FR_ISA_AVX512VNNI);
     free(data);
 }
 
@@ -467,7 +500,7 @@ static void test_q4_shapes(void) {
                     if (ns[j] <= 5) check_matmul_t(&m.w, Wd, ns[j], what);
                 }
             }
-            fr_isa_set_limit(FR_ISA_AVX512);
+            fr_isa_set_limit(FR_ISA_AVX512VNNI);
             free(Wd);
             q4_free(&m);
         }
@@ -502,7 +535,7 @@ static void test_q4_slices(void) {
                 check_matmul_t(&v, Wd, 1, what);
                 check_matmul_t(&v, Wd, 2, what);
             }
-            fr_isa_set_limit(FR_ISA_AVX512);
+            fr_isa_set_limit(FR_ISA_AVX512VNNI);
             free(Wd);
         }
         q4_free(&m);
@@ -511,14 +544,14 @@ static void test_q4_slices(void) {
 
 /* Every code converts exactly on every path: row r (16 rows) holds code r at column
  * 3 + 2 * r (both nibble positions over the rows) and code 0 elsewhere, scale 1, x all
- * ones, so y[r] is the code's value (INT4: code 0 is -8, so the other 63 count too). */
+ * 127, so y[r] is 127 x the code's value (INT4: code 0 is -8, so the other 63 count too). */
 static void test_q4_codes(void) {
     enum { R = 16, K = 64 };
     uint8_t data[R * K / 2];
     uint8_t sc8[R * 2];
     uint16_t sc16[R * 2];
     float x[2 * K], y[2 * R], yt[K];
-    for (int c = 0; c < 2 * K; c++) x[c] = 1.0f;
+    for (int c = 0; c < 2 * K; c++) x[c] = 127.0f; /* the VNNI path's int8 rounding keeps 127 exact */
     for (int i = 0; i < R * 2; i++) {
         sc8[i] = 127;
         sc16[i] = 0x3F80;
@@ -543,8 +576,8 @@ static void test_q4_codes(void) {
                 int bad = 0;
                 for (int t = 0; t < n; t++)
                     for (int r = 0; r < R; r++) {
-                        const float want = dt == FR_DTYPE_MXFP4 ? fr_e2m1_to_f32((uint8_t)r)
-                                                                : (float)(r - 8) - 8.0f * (K - 1);
+                        const float want = 127.0f * (dt == FR_DTYPE_MXFP4 ? fr_e2m1_to_f32((uint8_t)r)
+                                                                          : (float)(r - 8) - 8.0f * (K - 1));
                         if (y[t * R + r] != want && bad++ < 3)
                             CHECK_MSG(0, "%s %s n=%d code %d: got %g want %g", fr_isa_name(isas[i]),
                                       fr_dtype_name(dt), n, r, y[t * R + r], want);
@@ -557,7 +590,7 @@ static void test_q4_codes(void) {
                 int bad = 0;
                 for (int c = 0; c < K; c++) {
                     const float want =
-                        c >= 3 && c < 3 + 2 * R && (c & 1) ? fr_e2m1_to_f32((uint8_t)((c - 3) / 2)) : 0.0f;
+                        c >= 3 && c < 3 + 2 * R && (c & 1) ? 127.0f * fr_e2m1_to_f32((uint8_t)((c - 3) / 2)) : 0.0f;
                     if (yt[c] != want && bad++ < 3)
                         CHECK_MSG(0, "%s matmul_t col %d: got %g want %g", fr_isa_name(isas[i]), c, yt[c],
                                   want);
@@ -565,7 +598,7 @@ static void test_q4_codes(void) {
                 CHECK(bad == 0);
             }
         }
-        fr_isa_set_limit(FR_ISA_AVX512);
+        fr_isa_set_limit(FR_ISA_AVX512VNNI);
     }
 }
 
@@ -597,19 +630,21 @@ static void test_q4_edge_scales(void) {
                     for (int n = 1; n <= 3; n += 2) {
                         for (int64_t j = 0; j < n * K; j++) x[j] = ldexpf(rng_f(), 120);
                         fr_cpu_matmul(y, x, n, &m.w);
+                        double *xr = read_x(&m.w, x, n);
                         int bad = 0;
-                        for (int t = 0; t < n; t++)
+                        for (int t = 0; t < n && xr; t++)
                             for (int r = 0; r < R; r++) {
                                 double ref = 0, mag = 0; /* about 2^-7: no range trouble in double */
                                 for (int c = 0; c < K; c++) {
-                                    const double p = (double)x[t * K + c] * Wd[r * K + c];
+                                    const double p = xr[t * K + c] * Wd[r * K + c];
                                     ref += p;
                                     mag += fabs(p);
                                 }
                                 const double got = (double)y[t * R + r];
                                 if (!(fabs(got - ref) <= TOL * mag) || mag == 0) bad++;
                             }
-                        CHECK_MSG(bad == 0, "%s n=%d: %d rows off", what, n, bad);
+                        CHECK_MSG(bad == 0 && xr, "%s n=%d: %d rows off", what, n, bad);
+                        free(xr);
                         fr_cpu_matmul_t(y, x, n, &m.w); /* x as [n, R] here */
                         bad = 0;
                         for (int t = 0; t < n; t++)
@@ -625,7 +660,7 @@ static void test_q4_edge_scales(void) {
                         CHECK_MSG(bad == 0, "%s n=%d matmul_t: %d columns off", what, n, bad);
                     }
                 }
-            fr_isa_set_limit(FR_ISA_AVX512);
+            fr_isa_set_limit(FR_ISA_AVX512VNNI);
             free(Wd);
             free(x);
             free(y);
@@ -654,7 +689,7 @@ static void test_q4_edge_scales(void) {
                           fr_dtype_name(dt), n, bad);
             }
         }
-        fr_isa_set_limit(FR_ISA_AVX512);
+        fr_isa_set_limit(FR_ISA_AVX512VNNI);
         q4_free(&m);
     }
 }
@@ -711,7 +746,7 @@ static void test_q4_bounds(void) {
                     fr_weight last = fr_weight_rows(&w, R - 1, 1);
                     check_matmul(&last, Wd + (R - 1) * C, 1, what);
                 }
-                fr_isa_set_limit(FR_ISA_AVX512);
+                fr_isa_set_limit(FR_ISA_AVX512VNNI);
             } else {
                 CHECK_MSG(0, "guard pages / memory unavailable");
             }
@@ -759,7 +794,7 @@ static void test_isa(void) {
     CHECK(strcmp(fr_isa_name(FR_ISA_AVX512), "avx512") == 0);
     fr_isa_set_limit(FR_ISA_PORTABLE);
     CHECK(fr_isa_active() == FR_ISA_PORTABLE);
-    fr_isa_set_limit(FR_ISA_AVX512);
+    fr_isa_set_limit(FR_ISA_AVX512VNNI);
     CHECK(fr_isa_active() == isas[n_isas - 1]);
     printf("matmul: paths tested:");
     for (int i = 0; i < n_isas; i++) printf(" %s", fr_isa_name(isas[i]));
@@ -839,7 +874,7 @@ static void test_group(void) {
             bad += ys[NI - 2][0] != 0.0f; /* the unreadable view gives zeros */
         }
     omp_set_num_threads(threads0);
-    fr_isa_set_limit(FR_ISA_AVX512);
+    fr_isa_set_limit(FR_ISA_AVX512VNNI);
     CHECK_MSG(ok && bad == 0, "group products: %d outputs differ from the products alone", bad);
     for (int i = 0; i < NI; i++) free(ys[i]), free(ref[i]);
     for (int i = 0; i < 3; i++) free(xs[i]);

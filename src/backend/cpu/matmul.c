@@ -27,6 +27,7 @@
 
 #include "../../core/mx.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -39,6 +40,7 @@
 #define FR_X86 1
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,fma,f16c")))
 #define T256 __attribute__((target("avx2,fma,f16c")))
+#define T512V __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,fma,f16c")))
 #endif
 
 #if defined(__GNUC__)
@@ -66,7 +68,7 @@
 /* ------------------------------------------------------------------ ISA choice */
 
 static _Atomic int isa_detected = -1;
-static _Atomic int isa_limit = FR_ISA_AVX512;
+static _Atomic int isa_limit = FR_ISA_AVX512VNNI;
 
 #if defined(FR_X86) && defined(__clang__)
 #include <cpuid.h>
@@ -86,8 +88,11 @@ static int isa_detect(void) {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) {
         best = FR_ISA_AVX2;
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl"))
+            __builtin_cpu_supports("avx512vl")) {
             best = FR_ISA_AVX512;
+            if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi"))
+                best = FR_ISA_AVX512VNNI;
+        }
     }
 #endif
     /* FR_ISA only ever lowers the choice: asking for a path the CPU lacks would crash. */
@@ -97,6 +102,7 @@ static int isa_detect(void) {
         if (strcmp(e, "portable") == 0) want = FR_ISA_PORTABLE;
         else if (strcmp(e, "avx2") == 0) want = FR_ISA_AVX2;
         else if (strcmp(e, "avx512") == 0) want = FR_ISA_AVX512;
+        else if (strcmp(e, "avx512vnni") == 0) want = FR_ISA_AVX512VNNI;
         if (want >= 0 && want < best) best = want;
     }
     return best;
@@ -115,7 +121,7 @@ fr_isa fr_isa_active(void) {
 void fr_isa_set_limit(fr_isa limit) {
     int l = (int)limit;
     if (l < FR_ISA_PORTABLE) l = FR_ISA_PORTABLE;
-    if (l > FR_ISA_AVX512) l = FR_ISA_AVX512;
+    if (l > FR_ISA_AVX512VNNI) l = FR_ISA_AVX512VNNI;
     atomic_store_explicit(&isa_limit, l, memory_order_relaxed);
 }
 
@@ -124,6 +130,7 @@ const char *fr_isa_name(fr_isa isa) {
     case FR_ISA_PORTABLE: return "portable";
     case FR_ISA_AVX2: return "avx2";
     case FR_ISA_AVX512: return "avx512";
+    case FR_ISA_AVX512VNNI: return "avx512vnni";
     }
     return "?";
 }
@@ -541,7 +548,7 @@ static AI T512 __m512i srl4k512(__m512i v, int k) {
  * (NaN: 0x7FC00000), which both need bit 22 too; (e + 1) & 0xFE is zero for exactly those
  * two. BF16 is the top half of an f32. Blocks at or past `left` are not read (scale 0 or
  * 2^-127: they only ever multiply zero sums). */
-static AI T512 void q4_scales512(fr_dtype dt, const uint8_t *srow, int64_t b0, int64_t left, float *out) {
+static AI T512 __m512 q4_scalev512(fr_dtype dt, const uint8_t *srow, int64_t b0, int64_t left) {
     const __mmask16 m = mask16(left < 16 ? left : 16);
     __m512i bits;
     if (dt == FR_DTYPE_MXFP4) {
@@ -553,7 +560,11 @@ static AI T512 void q4_scales512(fr_dtype dt, const uint8_t *srow, int64_t b0, i
     } else {
         bits = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, srow + 2 * b0)), 16);
     }
-    _mm512_store_ps(out, _mm512_castsi512_ps(bits));
+    return _mm512_castsi512_ps(bits);
+}
+
+static AI T512 void q4_scales512(fr_dtype dt, const uint8_t *srow, int64_t b0, int64_t left, float *out) {
+    _mm512_store_ps(out, q4_scalev512(dt, srow, b0, left));
 }
 
 /* y[r0 .. r0+R) for R consecutive rows of a 4-bit matrix; xp is x after q4_prep_x(16).
@@ -684,30 +695,246 @@ static AI T512 void mvn_q4_group512(fr_dtype dt, int R, int NT, const fr_weight 
         for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = _mm512_reduce_add_ps(tot[i][t]);
 }
 
+/* The tile walk of the multi-token 4-bit matvecs: MVN_RB-row blocks, NT_MAX tokens at a time
+ * (the first group streams the rows from memory and prefetches, the rest find them in
+ * cache), pairs of rows; TILE(R, NT) runs one tile with xt, yt, r and pf in scope. */
+#define MVN_Q_TILES(NT_MAX, TILE)                                                                \
+    for (int64_t rb = r0; rb < r_end; rb += MVN_RB) {                                            \
+        const int64_t rb_end = min64(rb + MVN_RB, r_end);                                        \
+        for (int64_t t = 0; t < n; t += NT_MAX) {                                                \
+            const int nt = (int)min64(NT_MAX, n - t);                                            \
+            const float *xt = xp + t * ldx;                                                      \
+            float *yt = y + t * w->rows;                                                         \
+            const bool pf = t == 0;                                                              \
+            for (int64_t r = rb; r < rb_end; r += 2) {                                           \
+                const int two = r + 2 <= rb_end;                                                 \
+                if (nt >= 4) two ? TILE(2, 4) : TILE(1, 4);                                      \
+                else if (nt == 3) two ? TILE(2, 3) : TILE(1, 3);                                 \
+                else if (nt == 2) two ? TILE(2, 2) : TILE(1, 2);                                 \
+                else two ? TILE(2, 1) : TILE(1, 1);                                              \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
 static AI T512 void mvn_q4_range512_dt(fr_dtype dt, const fr_weight *w, const float *xp, int64_t ldx, int64_t n,
                                        float *y, int64_t r0, int64_t r_end) {
-    const int64_t ldy = w->rows;
-    for (int64_t rb = r0; rb < r_end; rb += MVN_RB) {
-        const int64_t rb_end = min64(rb + MVN_RB, r_end);
-        for (int64_t t = 0; t < n; t += 3) {
-            const int nt = (int)min64(3, n - t);
-            const float *xt = xp + t * ldx;
-            float *yt = y + t * ldy;
-            const bool pf = t == 0; /* the first token group streams the rows from memory */
-            for (int64_t r = rb; r < rb_end; r += 2) {
-                const bool two = r + 2 <= rb_end;
-                if (nt == 3) two ? mvn_q4_group512(dt, 2, 3, w, xt, ldx, yt, r, pf) : mvn_q4_group512(dt, 1, 3, w, xt, ldx, yt, r, pf);
-                else if (nt == 2) two ? mvn_q4_group512(dt, 2, 2, w, xt, ldx, yt, r, pf) : mvn_q4_group512(dt, 1, 2, w, xt, ldx, yt, r, pf);
-                else two ? mvn_q4_group512(dt, 2, 1, w, xt, ldx, yt, r, pf) : mvn_q4_group512(dt, 1, 1, w, xt, ldx, yt, r, pf);
-            }
-        }
-    }
+    /* 3 tokens at most: 2 x 3 f32 accumulator sets fill the registers (NT 4 is never asked) */
+#define Q4_TILE(R, NT) mvn_q4_group512(dt, R, (NT) > 3 ? 3 : (NT), w, xt, ldx, yt, r, pf)
+    MVN_Q_TILES(3, Q4_TILE)
+#undef Q4_TILE
 }
 
 static T512 void mvnq_range512(const fr_weight *w, const float *xp, int64_t ldx, int64_t n, float *y, int64_t r0,
                                int64_t r1) {
     if (w->dtype == FR_DTYPE_MXFP4) mvn_q4_range512_dt(FR_DTYPE_MXFP4, w, xp, ldx, n, y, r0, r1);
     else mvn_q4_range512_dt(FR_DTYPE_INT4, w, xp, ldx, n, y, r0, r1);
+}
+
+/* ---- AVX-512 VNNI + VBMI, 4-bit formats against int8 activations (see matmul.h).
+ *
+ * The f32 kernels above spend a shift, a permute and an FMA on every 16 weights, which
+ * on the 2-core target is slower than DRAM delivers MXFP4 (82% of read bandwidth from
+ * cache). Here x is rounded to int8 per 32-block once per product (q8_prep_x), and a
+ * 64-byte chunk of a row (128 weights, 4 blocks) costs: one vpermb through a 64-byte
+ * table for the low nibbles (vpermb reads 6 index bits; the table repeats its 16
+ * entries 4 times, so bits 4-5 need no masking), a 16-bit shift and a vpermb for the
+ * high nibbles, and two vpdpbusd against the even and odd inputs, whose 4-byte groups
+ * never straddle a block: lanes 4b .. 4b+3 hold block b's integer sums, exact. vpdpbusd
+ * multiplies unsigned by signed bytes, so the table holds the weights offset to be
+ * non-negative - u = 2 * E2M1 + 12 in 0 .. 24 for MXFP4 (every E2M1 value doubled is
+ * an integer), the raw nibble for INT4 (value u - 8) - and the accumulator starts from
+ * -12 (or -8) times the block's sum of q, which q8_prep_x stores. The sums are then
+ * converted and scaled by weight scale x activation scale, one FMA per chunk as in
+ * the f32 kernel. |sum| <= 32 * 24 * 128, far inside int32 and exact in f32. */
+
+/* Floats q8_prep_x writes for a row of K inputs (K a multiple of 32): per chunk of 128
+ * inputs 128 bytes of q (the even inputs' bytes, then the odd ones') and 16 int32
+ * offsets, then per 16 blocks 16 activation scales; all 64-byte aligned. */
+static int64_t q8_prep_len(int64_t K) {
+    const int64_t nch = (K / 32 + 3) / 4;
+    return 48 * nch + 16 * ((nch + 3) / 4);
+}
+
+/* One block of 32 inputs whose amax is below 2^-100, where 127 / amax overflows f32:
+ * the same rounding carried out in double. Such activations are zero for any purpose. */
+static void q8_tiny_block(const float *x, float amax, float *s, int8_t *q) {
+    const double inv = 127.0 / (double)amax;
+    for (int i = 0; i < 32; i++) q[i] = (int8_t)nearbyint((double)x[i] * inv);
+    *s = (float)((double)amax / 127.0);
+}
+
+static T512V void q8_prep_x(const float *x, int64_t K, fr_dtype dt, float *xp) {
+    const int64_t nb = K / 32, nch = (nb + 3) / 4;
+    uint8_t *qx = (uint8_t *)xp;
+    int32_t *off = (int32_t *)(xp + 32 * nch);
+    float *xs = xp + 48 * nch;
+    memset(xp, 0, (size_t)q8_prep_len(K) * sizeof(float));
+    const int32_t bias = dt == FR_DTYPE_MXFP4 ? -12 : -8;
+    const float unit = dt == FR_DTYPE_MXFP4 ? 0.5f : 1.0f; /* the MXFP4 table holds 2 * E2M1 */
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int64_t b = 0; b < nb; b++) {
+        const __m512 a = _mm512_loadu_ps(x + 32 * b), c = _mm512_loadu_ps(x + 32 * b + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+        uint8_t *qe = qx + 128 * (b / 4) + 16 * (b % 4), *qo = qe + 64;
+        float s = 0.0f;
+        int32_t sum = 0;
+        if (!(amax <= 3.4028235e38f)) { /* Inf or NaN: the block's products are NaN, q stays 0 */
+            s = NAN;
+        } else if (amax >= 0x1p-100f) {
+            s = amax / 127.0f;
+            const __m512 inv = _mm512_set1_ps(127.0f / amax);
+            const __m512i ie = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_permutex2var_ps(a, even, c), inv));
+            const __m512i io = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_permutex2var_ps(a, odd, c), inv));
+            _mm_storeu_si128((__m128i *)qe, _mm512_cvtsepi32_epi8(ie));
+            _mm_storeu_si128((__m128i *)qo, _mm512_cvtsepi32_epi8(io));
+            sum = _mm512_reduce_add_epi32(_mm512_add_epi32(ie, io));
+        } else if (amax > 0.0f) {
+            int8_t q[32];
+            q8_tiny_block(x + 32 * b, amax, &s, q);
+            for (int i = 0; i < 16; i++) {
+                qe[i] = (uint8_t)q[2 * i];
+                qo[i] = (uint8_t)q[2 * i + 1];
+                sum += q[2 * i] + q[2 * i + 1];
+            }
+        }
+        off[16 * (b / 4) + 4 * (b % 4)] = bias * sum;
+        xs[b] = s * unit;
+    }
+}
+
+/* The nibble -> u table, its 16 entries repeated 4 times (vpermb indexes 64 bytes). */
+static AI T512V __m512i q8_table(fr_dtype dt) {
+    if (dt == FR_DTYPE_MXFP4)
+        return _mm512_broadcast_i32x4(_mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    return _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+/* Integer sums of one chunk of a row against one token's q: lanes 4b .. 4b+3 add up to
+ * block b's sum of value x q (MXFP4: 2 * E2M1 x q). lo / hi are the row's widened
+ * nibbles; q points at the token's chunk (even bytes, then odd), off at its offsets. */
+static AI T512V __m512 q8_chunk(__m512i lo, __m512i hi, const uint8_t *q, const int32_t *off) {
+    __m512i acc = _mm512_load_si512(off);
+    acc = _mm512_dpbusd_epi32(acc, lo, _mm512_load_si512(q));
+    acc = _mm512_dpbusd_epi32(acc, hi, _mm512_load_si512(q + 64));
+    return _mm512_cvtepi32_ps(acc);
+}
+
+/* Chunk j of row p as 64 + 64 table entries (low nibbles, high nibbles); the last
+ * 1-3 blocks of a row load masked (zero bytes, against zero q). */
+static AI T512V void q8_widen(__m512i tbl, const uint8_t *p, int64_t j, int64_t left, __m512i *lo, __m512i *hi) {
+    const __m512i raw = left >= 4 ? _mm512_loadu_si512(p + 64 * j) : _mm512_maskz_loadu_epi32(mask16(4 * left), p + 64 * j);
+    *lo = _mm512_permutexvar_epi8(raw, tbl);
+    *hi = _mm512_permutexvar_epi8(_mm512_srli_epi16(raw, 4), tbl);
+}
+
+/* y[r0 .. r0+R) for R consecutive rows; xp is x after q8_prep_x. */
+static AI T512V void mv_q8_group512(fr_dtype dt, int R, const fr_weight *w, const float *xp, float *y,
+                                    int64_t r0) {
+    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4, es = dt == FR_DTYPE_MXFP4 ? 1 : 2;
+    const int64_t rb = w->cols / 2, srb = nb * es;
+    const uint8_t *qx = (const uint8_t *)xp;
+    const int32_t *off = (const int32_t *)(xp + 32 * nch);
+    const float *xs = xp + 48 * nch;
+    const __m512i tbl = q8_table(dt);
+    const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const uint8_t *wp[MV_ROWS_512], *sp[MV_ROWS_512];
+    _Alignas(64) float sb[MV_ROWS_512][16];
+    __m512 tot[MV_ROWS_512];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) {
+        wp[i] = q4_row(w, r0 + i);
+        sp[i] = q4_srow(dt, w, r0 + i);
+        tot[i] = _mm512_setzero_ps();
+    }
+    for (int64_t j0 = 0; j0 < nch; j0 += 4) {
+        const __m512 xsv = _mm512_load_ps(xs + 4 * j0);
+#pragma GCC unroll 8
+        for (int i = 0; i < R; i++) {
+            __builtin_prefetch(row_ahead(sp[i], (4 * j0 + Q4_PF_SCALES) * es, srb, R), 0, 3);
+            _mm512_store_ps(sb[i], _mm512_mul_ps(q4_scalev512(dt, sp[i], 4 * j0, nb - 4 * j0), xsv));
+        }
+        for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
+            const int64_t left = nb - 4 * j;
+            const __m512i idx = _mm512_add_epi32(quad, _mm512_set1_epi32(4 * (int)(j & 3)));
+#pragma GCC unroll 8
+            for (int i = 0; i < R; i++) {
+                if (left >= 4) __builtin_prefetch(row_ahead(wp[i], 64 * j + Q4_PF_AHEAD, rb, R), 0, 2);
+                __m512i lo, hi;
+                q8_widen(tbl, wp[i], j, left, &lo, &hi);
+                tot[i] = _mm512_fmadd_ps(q8_chunk(lo, hi, qx + 128 * j, off + 16 * j),
+                                         _mm512_permutexvar_ps(idx, _mm512_load_ps(sb[i])), tot[i]);
+            }
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < R; i++) y[r0 + i] = _mm512_reduce_add_ps(tot[i]);
+}
+
+static AI T512V void mv_q8_range512(fr_dtype dt, const fr_weight *w, const float *xp, float *y, int64_t r,
+                                    int64_t r_end) {
+    for (; r + MV_ROWS_512 <= r_end; r += MV_ROWS_512) mv_q8_group512(dt, MV_ROWS_512, w, xp, y, r);
+    for (; r + 4 <= r_end; r += 4) mv_q8_group512(dt, 4, w, xp, y, r);
+    for (; r < r_end; r++) mv_q8_group512(dt, 1, w, xp, y, r);
+}
+
+/* R <= 2 rows x NT <= 4 tokens, xp holding each token's q8_prep_x ldx floats apart;
+ * every (token, row) sum is formed in mv_q8_group512's order (batch invariance). */
+static AI T512V void mvn_q8_group512(fr_dtype dt, int R, int NT, const fr_weight *w, const float *xp, int64_t ldx,
+                                     float *y, int64_t r0, bool pf) {
+    const int64_t nb = w->cols / 32, nch = (nb + 3) / 4, ldy = w->rows, rb = w->cols / 2;
+    const __m512i tbl = q8_table(dt);
+    const __m512i quad = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const uint8_t *wp[2], *sp[2];
+    _Alignas(64) float sb[2][4][16];
+    __m512 tot[2][4];
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++) {
+        wp[i] = q4_row(w, r0 + i);
+        sp[i] = q4_srow(dt, w, r0 + i);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) tot[i][t] = _mm512_setzero_ps();
+    }
+    for (int64_t j0 = 0; j0 < nch; j0 += 4) {
+#pragma GCC unroll 2
+        for (int i = 0; i < R; i++) {
+            const __m512 wv = q4_scalev512(dt, sp[i], 4 * j0, nb - 4 * j0);
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++)
+                _mm512_store_ps(sb[i][t], _mm512_mul_ps(wv, _mm512_load_ps(xp + t * ldx + 48 * nch + 4 * j0)));
+        }
+        for (int64_t j = j0; j < j0 + 4 && j < nch; j++) {
+            const int64_t left = nb - 4 * j;
+            const __m512i idx = _mm512_add_epi32(quad, _mm512_set1_epi32(4 * (int)(j & 3)));
+            __m512i lo[2], hi[2];
+#pragma GCC unroll 2
+            for (int i = 0; i < R; i++) {
+                if (pf && left >= 4) __builtin_prefetch(row_ahead(wp[i], 64 * j + Q4N_PF_AHEAD, rb, R), 0, 2);
+                q8_widen(tbl, wp[i], j, left, &lo[i], &hi[i]);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < NT; t++) {
+                const float *xt = xp + t * ldx;
+                const uint8_t *q = (const uint8_t *)xt + 128 * j;
+                const int32_t *off = (const int32_t *)(xt + 32 * nch) + 16 * j;
+#pragma GCC unroll 2
+                for (int i = 0; i < R; i++)
+                    tot[i][t] = _mm512_fmadd_ps(q8_chunk(lo[i], hi[i], q, off),
+                                                _mm512_permutexvar_ps(idx, _mm512_load_ps(sb[i][t])), tot[i][t]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) y[t * ldy + r0 + i] = _mm512_reduce_add_ps(tot[i][t]);
+}
+
+static AI T512V void mvn_q8_range512_dt(fr_dtype dt, const fr_weight *w, const float *xp, int64_t ldx, int64_t n,
+                                        float *y, int64_t r0, int64_t r_end) {
+#define Q8_TILE(R, NT) mvn_q8_group512(dt, R, NT, w, xt, ldx, yt, r, pf)
+    MVN_Q_TILES(4, Q8_TILE)
+#undef Q8_TILE
 }
 
 /* 16 weights in element order from the 8 bytes at p (unscaled): lane l takes byte l / 2
@@ -870,6 +1097,19 @@ static T512 uint64_t sum512(const uint64_t *p, size_t words) {
     for (int j = 0; j < 8; j++) sum += lanes[j];
     for (size_t i = 8 * len; i < words; i++) sum += p[i];
     return sum;
+}
+
+/* The VNNI path's kernels: 4-bit weights against q8_prep_x rows, the rest as AVX-512. */
+static T512V void mv_range512v(const fr_weight *w, const float *x, float *y, int64_t r, int64_t r_end) {
+    if (w->dtype == FR_DTYPE_MXFP4) mv_q8_range512(FR_DTYPE_MXFP4, w, x, y, r, r_end);
+    else if (w->dtype == FR_DTYPE_INT4) mv_q8_range512(FR_DTYPE_INT4, w, x, y, r, r_end);
+    else mv_range512(w, x, y, r, r_end);
+}
+
+static T512V void mvnq_range512v(const fr_weight *w, const float *xp, int64_t ldx, int64_t n, float *y, int64_t r0,
+                                 int64_t r1) {
+    if (w->dtype == FR_DTYPE_MXFP4) mvn_q8_range512_dt(FR_DTYPE_MXFP4, w, xp, ldx, n, y, r0, r1);
+    else mvn_q8_range512_dt(FR_DTYPE_INT4, w, xp, ldx, n, y, r0, r1);
 }
 
 /* ======================================================================= AVX2 */
@@ -1359,6 +1599,7 @@ typedef struct {
     mt_fn mt;
     sum_fn sum;
     int q4_lanes; /* > 0: mv takes 4-bit rows against q4_prep_x(x, K, q4_lanes), not x */
+    bool q8;      /* ... or against q8_prep_x(x, K, dtype) (the VNNI path) */
     mvn_fn mvn;   /* several tokens at once, 8- and 16-bit formats (portable: all formats) */
     mvnq_fn mvnq; /* several tokens at once, 4-bit formats against q4_prep_x rows ldx apart */
 } kernels;
@@ -1384,12 +1625,14 @@ static void mvnq_range256(const fr_weight *w, const float *xp, int64_t ldx, int6
 
 static kernels pick(fr_isa isa) {
 #if defined(FR_X86)
-    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, mt_range512, sum512, 16, mvn_range512, mvnq_range512};
-    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, mt_range256, sum256, 8, mvn_range256, mvnq_range256};
+    if (isa == FR_ISA_AVX512VNNI)
+        return (kernels){mv_range512v, mt_range512, sum512, 16, true, mvn_range512, mvnq_range512v};
+    if (isa == FR_ISA_AVX512) return (kernels){mv_range512, mt_range512, sum512, 16, false, mvn_range512, mvnq_range512};
+    if (isa == FR_ISA_AVX2) return (kernels){mv_range256, mt_range256, sum256, 8, false, mvn_range256, mvnq_range256};
 #else
     (void)isa;
 #endif
-    return (kernels){mv_range_portable, mt_range_portable, sum_portable, 0, mvn_range_portable, NULL};
+    return (kernels){mv_range_portable, mt_range_portable, sum_portable, 0, false, mvn_range_portable, NULL};
 }
 
 /* Kernels see only F32/F16/BF16/F8 views with sane FP8 blocking, and 4-bit views in
@@ -1447,12 +1690,31 @@ static void run_rows(const mm_job *j, const kernels *k, int64_t r0, int64_t r1) 
     else k->mvn(&j->w, j->x, j->n, j->y, r0, r1);
 }
 
-/* q4_prep_x of every 4-bit job's x into one buffer; jobs with the same x (gate and up
- * of an expert; at batch 1 every expert's) share its rows. False when out of memory. */
-static bool prepare_q4(mm_job *jobs, int count, int lanes, float **buf) {
+/* Floats a prepared row of x takes for job j. */
+static int64_t prep_len(const mm_job *j, const kernels *k) {
+#if defined(FR_X86)
+    if (k->q8) return q8_prep_len(j->w.cols);
+#endif
+    return q4_prep_len(j->w.cols, k->q4_lanes);
+}
+
+static void prep_x(const mm_job *j, const kernels *k, const float *x, float *xp) {
+#if defined(FR_X86)
+    if (k->q8) {
+        q8_prep_x(x, j->w.cols, j->w.dtype, xp);
+        return;
+    }
+#endif
+    q4_prep_x(x, j->w.cols, k->q4_lanes, xp);
+}
+
+/* q4_prep_x (or q8_prep_x) of every 4-bit job's x into one buffer; jobs with the same x
+ * (gate and up of an expert; at batch 1 every expert's) share its rows. False when out
+ * of memory. */
+static bool prepare_q4(mm_job *jobs, int count, const kernels *k, float **buf) {
     int64_t total = 0;
     for (int i = 0; i < count; i++)
-        if (jobs[i].prepared) total += jobs[i].n * q4_prep_len(jobs[i].w.cols, lanes);
+        if (jobs[i].prepared) total += jobs[i].n * prep_len(&jobs[i], k);
     *buf = NULL;
     if (!total) return true;
     float *xp = aligned_alloc(64, (size_t)total * sizeof(float));
@@ -1461,16 +1723,17 @@ static bool prepare_q4(mm_job *jobs, int count, int lanes, float **buf) {
     for (int i = 0; i < count; i++) {
         mm_job *j = &jobs[i];
         if (!j->prepared) continue;
-        j->ldx = q4_prep_len(j->w.cols, lanes);
-        int p = 0;
-        while (p < i && !(jobs[p].prepared && jobs[p].src == j->src && jobs[p].n == j->n && jobs[p].w.cols == j->w.cols))
+        j->ldx = prep_len(j, k);
+        int p = 0; /* q8 rows depend on the format too (offsets, the MXFP4 factor 1/2) */
+        while (p < i && !(jobs[p].prepared && jobs[p].src == j->src && jobs[p].n == j->n &&
+                          jobs[p].w.cols == j->w.cols && (!k->q8 || jobs[p].w.dtype == j->w.dtype)))
             p++;
         if (p < i) {
             j->x = jobs[p].x;
             continue;
         }
         float *dst = xp + used;
-        for (int64_t t = 0; t < j->n; t++) q4_prep_x(j->src + t * j->w.cols, j->w.cols, lanes, dst + t * j->ldx);
+        for (int64_t t = 0; t < j->n; t++) prep_x(j, k, j->src + t * j->w.cols, dst + t * j->ldx);
         used += j->n * j->ldx;
         j->x = dst;
     }
@@ -1537,7 +1800,7 @@ void fr_cpu_matmul_group(const fr_matmul_item *items, int count) {
     }
     const int m = make_jobs(items, count, &k, jobs);
     float *xp = NULL;
-    if (!prepare_q4(jobs, m, k.q4_lanes, &xp)) { /* out of memory: the portable kernels read x as it is */
+    if (!prepare_q4(jobs, m, &k, &xp)) { /* out of memory: the portable kernels read x as it is */
         k = pick(FR_ISA_PORTABLE);
         for (int i = 0; i < m; i++) jobs[i].prepared = false;
     }

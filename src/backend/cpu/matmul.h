@@ -5,7 +5,15 @@
  * scale per 32 inputs (see core/weight.h), always read in their stored format.
  * Each product picks an instruction-set path at run time (AVX-512, AVX2+FMA+F16C,
  * portable C) and splits the work over OpenMP threads. All paths accumulate in
- * float32 and agree with the scalar definition to rounding. */
+ * float32 and agree with the scalar definition to rounding, except one: with
+ * AVX-512 VNNI and VBMI (FR_ISA_AVX512VNNI) a 4-bit product first rounds x to int8,
+ * per block of 32 inputs: q = rint(x * (127 / amax)) in f32 (ties to even), where amax
+ * is the block's largest |x|, and x is read as q * (amax / 127); a block whose amax is
+ * Inf or NaN reads as NaN. The integer dot products are exact (vpdpbusd), so the result
+ * is the scalar definition applied to that rounded x, to f32 rounding. The rounding
+ * moves each input by at most amax / 254: llama.cpp and others make the same trade
+ * for their 4-bit CPU products; it doubles the kernels' speed (they were
+ * compute-bound). FR_ISA=avx512 keeps the f32 activations. */
 #ifndef FR_CPU_MATMUL_H
 #define FR_CPU_MATMUL_H
 
@@ -14,11 +22,12 @@
 
 #include "../../core/weight.h"
 
-typedef enum { FR_ISA_PORTABLE = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2 } fr_isa;
+typedef enum { FR_ISA_PORTABLE = 0, FR_ISA_AVX2 = 1, FR_ISA_AVX512 = 2, FR_ISA_AVX512VNNI = 3 } fr_isa;
 
 /* Best path this CPU supports (cpuid), lowered by fr_isa_set_limit(). */
 fr_isa fr_isa_active(void);
-/* Cap the path used (tests run every path; FR_ISA env var "portable"/"avx2"/"avx512" too). */
+/* Cap the path used (tests run every path; FR_ISA env var "portable"/"avx2"/"avx512"/
+ * "avx512vnni" too). */
 void fr_isa_set_limit(fr_isa limit);
 const char *fr_isa_name(fr_isa isa);
 
