@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../core/bigmem.h"
 #include "json_util.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -782,8 +783,7 @@ fr_status fr_st_open_memory(const fr_st_spec *specs, size_t n, fr_st_fill_fn fil
             s = fr_fail(err, FR_ERR_NOMEM, "%s: tensors total more than the address space", MEMORY_FILE);
         total = at + bytes[i];
     }
-    if (s == FR_OK && total && posix_memalign(&set->mem, MEM_ALIGN, (size_t)total) != 0) {
-        set->mem = NULL;
+    if (s == FR_OK && total && !(set->mem = fr_big_alloc((size_t)total))) {
         s = fr_fail(err, FR_ERR_NOMEM, "%s: cannot allocate %" PRIu64 " bytes", MEMORY_FILE, total);
     }
     uint64_t at = 0;

@@ -31,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../core/bigmem.h"
 #include "../core/mx.h"
 #include "../io/json_util.h"
 #include "synth.h"
@@ -228,8 +229,8 @@ fr_status fr_model_quantize_experts(fr_model *m, fr_qformat to, fr_error *err) {
                 (long long)I, (long long)D);
         /* Per expert: gate and up [I, D], down [D, I]; each blocks (n/2 bytes) then scales (n/32). */
         const size_t mat = (size_t)(I * D), per = 3 * (mat / 2 + mat / 32);
-        uint8_t *mem = NULL;
-        if (posix_memalign((void **)&mem, 64, per * (size_t)E) != 0)
+        uint8_t *mem = fr_big_alloc(per * (size_t)E);
+        if (!mem)
             return fr_fail(err, FR_ERR_NOMEM,
                            "--quantize-experts: out of memory for layer %d's %d MXFP4 experts (%zu bytes)", l,
                            E, per * (size_t)E);

@@ -25,6 +25,7 @@
  * path is compiled. */
 #include "matmul.h"
 
+#include "../../core/bigmem.h"
 #include "../../core/mx.h"
 
 #include <math.h>
@@ -1852,7 +1853,7 @@ double fr_cpu_read_bandwidth(size_t bytes, int threads) {
     if (threads <= 0) threads = omp_get_max_threads();
     size_t lines = (bytes + 63) / 64;
     if (lines == 0) lines = 1;
-    uint64_t *buf = aligned_alloc(64, lines * 64);
+    uint64_t *buf = fr_big_alloc(lines * 64); /* the pages the weights get (core/bigmem.h) */
     if (!buf) return 0.0;
     const size_t words = lines * 8;
     /* Work in 128 KiB pieces with a static schedule: each thread gets one contiguous
