@@ -694,6 +694,69 @@ static void test_q4_edge_scales(void) {
     }
 }
 
+/* Activations at the edges of the VNNI path's int8 rounding, on every path (the others
+ * read x as it is, and read_x says so): token 0 mixes an exact-ties block (amax 127, so
+ * x * 127 / amax = x: 0.5, 1.5, -2.5 round to even), an all-zero block, a block of one
+ * nonzero, magnitudes from 2^-30 to 2^30; token 1 is all tiny (amax < 2^-100, the double
+ * branch); token 2 holds +Inf and token 3 NaN in one block: every output non-finite
+ * (on the VNNI path NaN, the block's scale). */
+static void test_q8_activations(void) {
+    enum { R = 9, K = 256, N = 4 };
+    for (size_t d = 0; d < 2; d++) {
+        q4mat m;
+        if (q4_make(&m, q4_dtypes[d], R, K, 0) != 0) {
+            CHECK_MSG(0, "out of memory");
+            q4_free(&m);
+            continue;
+        }
+        double *Wd = q4_dense(&m.w, 0, R);
+        float x[N * K], y[N * R];
+        for (int c = 0; c < K; c++) {
+            const int b = c / 32, i = c % 32;
+            float v = rng_f();
+            if (b == 0) v = i == 0 ? 127.0f : (float)((i % 7) - 3) + 0.5f; /* -2.5 .. 3.5 and 127 */
+            if (b == 1) v = 0.0f;
+            if (b == 2) v = i == 5 ? -3.0f : 0.0f;
+            if (b >= 3) v = ldexpf(v, 10 * (b - 5)); /* 2^-20 .. 2^20 */
+            x[c] = v;
+            x[K + c] = ldexpf(rng_f(), -101 - (b & 3));
+            x[2 * K + c] = x[3 * K + c] = rng_f();
+        }
+        x[2 * K + 100] = INFINITY;
+        x[3 * K + 7] = NAN;
+        for (int i = 0; i < n_isas && Wd; i++) {
+            fr_isa_set_limit(isas[i]);
+            fr_cpu_matmul(y, x, N, &m.w);
+            double *xr = read_x(&m.w, x, N);
+            int bad = 0;
+            for (int t = 0; t < 2 && xr; t++)
+                for (int r = 0; r < R; r++) {
+                    double ref = 0, mag = 0;
+                    for (int c = 0; c < K; c++) {
+                        ref += xr[t * K + c] * Wd[r * K + c];
+                        mag += fabs(xr[t * K + c] * Wd[r * K + c]);
+                    }
+                    if (!(fabs((double)y[t * R + r] - ref) <= TOL * mag + 1e-300) && bad++ < 3)
+                        CHECK_MSG(0, "%s %s token %d row %d: got %.9g want %.9g", fr_isa_name(isas[i]),
+                                  fr_dtype_name(q4_dtypes[d]), t, r, y[t * R + r], ref);
+                }
+            for (int t = 2; t < N; t++)
+                for (int r = 0; r < R; r++) {
+                    const float v = y[t * R + r];
+                    const bool ok = isas[i] == FR_ISA_AVX512VNNI ? isnan(v) : !isfinite(v);
+                    if (!ok && bad++ < 3)
+                        CHECK_MSG(0, "%s %s token %d row %d: got %g, want non-finite", fr_isa_name(isas[i]),
+                                  fr_dtype_name(q4_dtypes[d]), t, r, v);
+                }
+            CHECK(bad == 0 && xr);
+            free(xr);
+        }
+        fr_isa_set_limit(FR_ISA_AVX512VNNI);
+        free(Wd);
+        q4_free(&m);
+    }
+}
+
 /* `bytes` of read-write memory that end exactly where an inaccessible page begins, so
  * any read past the end faults (the sanitizers do not see vector loads). Returns NULL
  * on failure; *base / *len are for munmap. */
@@ -892,6 +955,7 @@ int main(void) {
     test_fp8_slices();
     test_q4_codes();
     test_q4_edge_scales();
+    test_q8_activations();
     test_q4_rejects();
     test_q4_bounds();
     test_q4_shapes();

@@ -764,6 +764,8 @@ static void q8_tiny_block(const float *x, float amax, float *s, int8_t *q) {
     *s = (float)((double)amax / 127.0);
 }
 
+#define Q8_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 static T512V void q8_prep_x(const float *x, int64_t K, fr_dtype dt, float *xp) {
     const int64_t nb = K / 32, nch = (nb + 3) / 4;
     uint8_t *qx = (uint8_t *)xp;
@@ -780,13 +782,16 @@ static T512V void q8_prep_x(const float *x, int64_t K, fr_dtype dt, float *xp) {
         uint8_t *qe = qx + 128 * (b / 4) + 16 * (b % 4), *qo = qe + 64;
         float s = 0.0f;
         int32_t sum = 0;
-        if (!(amax <= 3.4028235e38f)) { /* Inf or NaN: the block's products are NaN, q stays 0 */
+        /* vmaxps passes a NaN through only from one operand, so NaNs are looked for apart */
+        const bool nan = (_mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(c, c, _CMP_UNORD_Q)) != 0;
+        if (nan || !(amax <= 3.4028235e38f)) { /* Inf or NaN: the block's products are NaN, q stays 0 */
             s = NAN;
         } else if (amax >= 0x1p-100f) {
             s = amax / 127.0f;
             const __m512 inv = _mm512_set1_ps(127.0f / amax);
-            const __m512i ie = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_permutex2var_ps(a, even, c), inv));
-            const __m512i io = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_permutex2var_ps(a, odd, c), inv));
+            /* ties to even whatever the caller's rounding mode; |x| * inv <= 127 (1 + 2^-23) */
+            const __m512i ie = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_permutex2var_ps(a, even, c), inv), Q8_RN);
+            const __m512i io = _mm512_cvt_roundps_epi32(_mm512_mul_ps(_mm512_permutex2var_ps(a, odd, c), inv), Q8_RN);
             _mm_storeu_si128((__m128i *)qe, _mm512_cvtsepi32_epi8(ie));
             _mm_storeu_si128((__m128i *)qo, _mm512_cvtsepi32_epi8(io));
             sum = _mm512_reduce_add_epi32(_mm512_add_epi32(ie, io));
