@@ -31,7 +31,7 @@ static int usage(const char *msg) {
     if (msg) return fprintf(stderr, "frontier bench: %s\n", msg), 2;
     fprintf(stderr, "usage: frontier bench (DIR | --preset P --load-format dummy [--layers N] [--experts E] [--fp8-blocks])\n"
                     "                      [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--json]\n"
-                    "                      [--kv-cache-dtype auto|fp8] [--context N[,N...] [--dense-contrast]] [--batch B[,B...]]\n");
+                    "                      [--kv-cache-dtype auto|fp8] [--context N[,N...] [--dense-contrast]] [--batch B[,B...]] [--no-mmap]\n");
     return 2;
 }
 
@@ -112,7 +112,7 @@ static fr_status bench_contexts(fr_model *m, fr_backend *be, fr_kv_dtype kv_dtyp
 int fr_cmd_bench(int argc, char **argv) {
     const char *dir = NULL, *preset = NULL, *load_format = NULL, *device = NULL;
     int64_t n_prompt = 512, n_gen = 128, threads = 0, layers = 0, experts = 0;
-    bool json = false, fp8 = false, q_experts = false, dense_contrast = false;
+    bool json = false, fp8 = false, q_experts = false, dense_contrast = false, no_mmap = false;
     fr_kv_dtype kv_dtype = FR_KV_F32;
     int64_t ctxs[16], batches[16];
     int n_ctx = 0, n_batches = 0;
@@ -130,6 +130,7 @@ int fr_cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--layers")) { VAL(); rc = fr_arg_i64(a, v, 1, FR_MAX_LAYERS, &layers, &err); }
         else if (!strcmp(a, "--experts")) { VAL(); rc = fr_arg_i64(a, v, 1, FR_MAX_EXPERTS, &experts, &err); }
         else if (!strcmp(a, "--fp8-blocks")) fp8 = true;
+        else if (!strcmp(a, "--no-mmap")) no_mmap = true;
         else if (!strcmp(a, "-p")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &n_prompt, &err); }
         else if (!strcmp(a, "-n")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &n_gen, &err); }
         else if (!strcmp(a, "-t")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &threads, &err); }
@@ -160,7 +161,7 @@ int fr_cmd_bench(int argc, char **argv) {
     if (rc) goto out;
     double t_load = fr_now_s();
     if (dir) {
-        if ((rc = fr_model_load(dir, &m, &err))) goto out;
+        if ((rc = fr_model_load_how(dir, no_mmap ? FR_ST_READ : FR_ST_MAP, &m, &err))) goto out;
     } else {
         /* Random weights: with --quantize-experts the generator writes the experts as MXFP4
          * itself (core/mx's quantizer on the same values), so no BF16 copy is ever held. */

@@ -18,6 +18,7 @@ typedef struct {
     int64_t n_predict, threads, decode_from;
     bool has_decode_from;
     bool quantize_experts; /* --quantize-experts mxfp4 */
+    bool no_mmap;          /* --no-mmap: read the weights into memory (2 MiB pages) */
     fr_kv_dtype kv_dtype;  /* --kv-cache-dtype */
     fr_sampler_params sp;
 } run_opts;
@@ -48,6 +49,7 @@ static fr_status parse(int argc, char **argv, bool logits, run_opts *o, fr_error
         if (!strcmp(a, "--ids")) { VAL(); o->ids_arg = v; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); rc = fr_arg_i64(a, v, 1, 1024, &o->threads, err); }
         else if (!strcmp(a, "--quantize-experts")) { VAL(); rc = parse_quantize(v, o, err); }
+        else if (!strcmp(a, "--no-mmap")) o->no_mmap = true;
         else if (!strcmp(a, "--device")) { VAL(); rc = fr_arg_device(v, err); o->device = v; }
         else if (!strcmp(a, "--kv-cache-dtype")) { VAL(); rc = fr_kv_dtype_parse(v, &o->kv_dtype, err); }
         else if (logits && !strcmp(a, "--out")) { VAL(); o->out = v; }
@@ -100,7 +102,7 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
     }
     if (rc) return rc;
     if ((rc = fr_backend_open(o->device, (int)o->threads, &c->be, err))) return rc;
-    if ((rc = fr_model_load(o->dir, &c->model, err))) return rc;
+    if ((rc = fr_model_load_how(o->dir, o->no_mmap ? FR_ST_READ : FR_ST_MAP, &c->model, err))) return rc;
     if (o->quantize_experts) {
         double t0 = fr_now_s();
         if ((rc = fr_model_quantize_experts(c->model, FR_QFMT_MXFP4, err))) return rc;
@@ -117,7 +119,7 @@ static fr_status setup(const run_opts *o, int64_t extra_ctx, run_ctx *c, fr_erro
 int fr_cmd_logits(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
-    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--kv-cache-dtype auto|fp8]\n"), 2;
+    if (argc < 2) return fprintf(stderr, "usage: frontier logits DIR --ids 1,2,3 [--decode-from K] --out FILE [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--kv-cache-dtype auto|fp8] [--no-mmap]\n"), 2;
     if (parse(argc, argv, true, &o, &err)) return fr_cli_error("logits", &err), 2;
     run_ctx c;
     fr_status rc = setup(&o, 0, &c, &err);
@@ -165,7 +167,7 @@ int fr_cmd_run(int argc, char **argv) {
     run_opts o;
     fr_error err = {0};
     if (argc < 2)
-        return fprintf(stderr, "usage: frontier run DIR (--ids 1,2,3 | -p TEXT [--chat]) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--kv-cache-dtype auto|fp8]\n"), 2;
+        return fprintf(stderr, "usage: frontier run DIR (--ids 1,2,3 | -p TEXT [--chat]) [-n N] [--temp T] [--top-k K] [--top-p P] [--min-p M] [--seed S] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--kv-cache-dtype auto|fp8] [--no-mmap]\n"), 2;
     if (parse(argc, argv, false, &o, &err)) return fr_cli_error("run", &err), 2;
     run_ctx c;
     fr_sampler smp = {0};

@@ -25,7 +25,7 @@
 #define USAGE                                                                                                  \
     "usage: frontier serve DIR [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--served-model-name NAME]\n" \
     "         [--max-num-seqs 64] [--max-model-len N] [--kv-cache-memory GB] [--kv-cache-dtype auto|fp8]\n"             \
-    "         [--max-queue 256] [--max-batched-tokens 512] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--shutdown-timeout 30]\n"   \
+    "         [--max-queue 256] [--max-batched-tokens 512] [-t THREADS] [--device cpu|cuda[:N]] [--quantize-experts mxfp4] [--no-mmap] [--shutdown-timeout 30]\n"   \
     "         [--max-body-mb 32] [--timeout 600] [--sse-keepalive 15 (0: off)]\n"
 
 typedef struct {
@@ -33,6 +33,7 @@ typedef struct {
     int64_t port, max_num_seqs, max_model_len, max_queue, max_batched, threads, body_mb, timeout;
     float kv_gb, shutdown_timeout, sse_keepalive;
     bool quantize_experts;
+    bool no_mmap; /* --no-mmap: read the weights into memory (2 MiB pages) */
     fr_kv_dtype kv_dtype;
 } serve_opts;
 
@@ -79,6 +80,7 @@ static fr_status parse(int argc, char **argv, serve_opts *o, fr_error *err) {
                 return fr_fail(err, FR_ERR_INVALID, "--quantize-experts \"%s\" is not supported (supported: mxfp4)", v);
             o->quantize_experts = true;
         }
+        else if (IS("--no-mmap")) o->no_mmap = true;
         else if (IS("--shutdown-timeout")) { VAL(); rc = fr_arg_f32(a, v, 0.0f, 1e6f, &o->shutdown_timeout, err); }
         else if (IS("--max-body-mb")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 16, &o->body_mb, err); }
         else if (IS("--timeout", "-to")) { VAL(); rc = fr_arg_i64(a, v, 1, 1 << 20, &o->timeout, err); }
@@ -243,7 +245,7 @@ int fr_cmd_serve(int argc, char **argv) {
     if (fr_chat_template_load(o.dir, &L.chat, &cerr))
         fprintf(stderr, "frontier serve: no chat template (%s): /v1/chat/completions will answer 400\n", cerr.msg);
     if ((rc = fr_backend_open(o.device, (int)o.threads, &L.be, &err))) goto out;
-    if ((rc = fr_model_load(o.dir, &L.model, &err))) goto out;
+    if ((rc = fr_model_load_how(o.dir, o.no_mmap ? FR_ST_READ : FR_ST_MAP, &L.model, &err))) goto out;
     if ((rc = fr_server_create(&so, &loading, &L.srv, &err))) goto out;
 
     g_server = L.srv;

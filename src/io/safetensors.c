@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@ typedef struct {
     void *base;
     size_t len;
     char *path; /* the tensors' `file` points here */
+    bool owned; /* base is fr_big_alloc'd (FR_ST_READ), not mmap'd */
 } st_map;
 
 struct fr_st_set {
@@ -50,6 +52,7 @@ struct fr_st_set {
     size_t *slots; /* hash table of tensor index + 1; 0 is an empty slot */
     size_t nslots; /* power of two */
     void *mem;     /* fr_st_open_memory's single allocation */
+    fr_st_load how;
 };
 
 /* ---- small helpers ---- */
@@ -372,6 +375,26 @@ static fr_status parse_header(fr_st_set *set, const st_map *m, fr_error *err) {
 }
 
 /* Map one file into the set (registered before parsing, so close frees it). */
+/* The whole file into fr_big_alloc memory (2 MiB pages: core/bigmem.h). */
+static fr_status read_whole(int fd, const char *path, size_t len, void **out, fr_error *err) {
+    uint8_t *mem = fr_big_alloc(len);
+    if (!mem) return fr_fail(err, FR_ERR_NOMEM, "%s: cannot allocate %zu bytes to read it into", path, len);
+    for (size_t at = 0; at < len;) {
+        const size_t want = len - at < ((size_t)1 << 30) ? len - at : ((size_t)1 << 30);
+        const ssize_t got = pread(fd, mem + at, want, (off_t)at);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            const int e = errno;
+            free(mem);
+            return got < 0 ? fr_fail(err, FR_ERR_IO, "read %s: %s", path, strerror(e))
+                           : fr_fail(err, FR_ERR_IO, "read %s: file shrank to %zu bytes while read", path, at);
+        }
+        at += (size_t)got;
+    }
+    *out = mem;
+    return FR_OK;
+}
+
 static fr_status load_file(fr_st_set *set, const char *path, fr_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fr_fail(err, FR_ERR_IO, "open %s: %s", path, strerror(errno));
@@ -393,6 +416,17 @@ static fr_status load_file(fr_st_set *set, const char *path, fr_error *err) {
         return s;
     }
     size_t len = (size_t)st.st_size;
+    if (set->how == FR_ST_READ) {
+        void *mem = NULL;
+        s = read_whole(fd, path, len, &mem, err);
+        close(fd);
+        if (s != FR_OK) {
+            free(copy);
+            return s;
+        }
+        set->maps[set->nmaps++] = (st_map){mem, len, copy, true};
+        return parse_header(set, &set->maps[set->nmaps - 1], err);
+    }
     void *base = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd); /* the mapping keeps the file */
@@ -400,7 +434,7 @@ static fr_status load_file(fr_st_set *set, const char *path, fr_error *err) {
         free(copy);
         return fr_fail(err, FR_ERR_IO, "mmap %s: %s", path, strerror(e));
     }
-    set->maps[set->nmaps++] = (st_map){base, len, copy};
+    set->maps[set->nmaps++] = (st_map){base, len, copy, false};
     return parse_header(set, &set->maps[set->nmaps - 1], err);
 }
 
@@ -509,11 +543,16 @@ fr_status fr_st_open_file(const char *path, fr_st_set **out, fr_error *err) {
 }
 
 fr_status fr_st_open_dir(const char *dir, fr_st_set **out, fr_error *err) {
+    return fr_st_open_dir_how(dir, FR_ST_MAP, out, err);
+}
+
+fr_status fr_st_open_dir_how(const char *dir, fr_st_load how, fr_st_set **out, fr_error *err) {
     *out = NULL;
     fr_st_set *set = calloc(1, sizeof *set);
     char *ipath = join(dir, INDEX_NAME), *spath = join(dir, SINGLE_NAME);
     fr_status s = FR_OK;
     struct stat st;
+    if (set) set->how = how;
     if (!set || !ipath || !spath) s = fr_fail(err, FR_ERR_NOMEM, "%s: out of memory", dir);
     else if (stat(ipath, &st) == 0) s = open_index(set, dir, ipath, err);
     else if (errno != ENOENT) s = fr_fail(err, FR_ERR_IO, "stat %s: %s", ipath, strerror(errno));
@@ -546,7 +585,8 @@ const fr_st_tensor *fr_st_at(const fr_st_set *set, size_t i) {
 void fr_st_close(fr_st_set *set) {
     if (!set) return;
     for (size_t i = 0; i < set->nmaps; i++) {
-        munmap(set->maps[i].base, set->maps[i].len);
+        if (set->maps[i].owned) free(set->maps[i].base);
+        else munmap(set->maps[i].base, set->maps[i].len);
         free(set->maps[i].path);
     }
     for (size_t i = 0; i < set->n; i++) free((char *)set->t[i].name);

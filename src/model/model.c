@@ -404,10 +404,14 @@ fail:
 }
 
 fr_status fr_model_load(const char *dir, fr_model **out, fr_error *err) {
+    return fr_model_load_how(dir, FR_ST_MAP, out, err);
+}
+
+fr_status fr_model_load_how(const char *dir, fr_st_load how, fr_model **out, fr_error *err) {
     fr_config cfg;
     fr_st_set *st = NULL;
     TRY(fr_config_load(dir, &cfg, err));
-    TRY(fr_st_open_dir(dir, &st, err));
+    TRY(fr_st_open_dir_how(dir, how, &st, err));
     return fr_model_from_set(&cfg, st, out, err);
 }
 

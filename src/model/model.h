@@ -77,6 +77,9 @@ typedef struct {
 
 /* Load the checkpoint directory dir (config.json + safetensors). */
 fr_status fr_model_load(const char *dir, fr_model **out, fr_error *err);
+/* As fr_model_load, with the weight files mapped (FR_ST_MAP) or read into memory with
+ * 2 MiB pages (FR_ST_READ, `--no-mmap`: faster CPU decode, see io/safetensors.h). */
+fr_status fr_model_load_how(const char *dir, fr_st_load how, fr_model **out, fr_error *err);
 
 /* Bind a model over an already open set (takes ownership of st, even on failure). */
 fr_status fr_model_from_set(const fr_config *cfg, fr_st_set *st, fr_model **out, fr_error *err);

@@ -15,7 +15,8 @@ experts are compressed-tensors INT4 as released).
      K2.5 INT4 as synthesized; K2.5 INT4 -> --experts mxfp4.
   b  accuracy: mean KL(source || MXFP4) and top-1 agreement of `frontier logits` over 64 positions
      (4 prompts of 16), printed as a table and bounded (KL_MAX, TOP1_MIN; see the constants).
-  c  `--quantize-experts mxfp4` at load gives bitwise the logits of the quantized file.
+  c  `--quantize-experts mxfp4` at load gives bitwise the logits of the quantized file; `--no-mmap`
+     (files read into memory) gives bitwise the logits of the mapped files.
   e  the default CPU path, whose 4-bit products round activations to int8 where the CPU has
      AVX-512 VNNI (part a runs with FR_ISA=avx512, f32 activations, as the reference computes),
      against f32 activations on the same weights: mean KL and top-1, bounded.
@@ -266,6 +267,17 @@ def load_time(ck):
                        "bitwise equal" if same else f"max |diff| {np.abs(a - b).max():.3e}")
         except (tr.Fail, OSError, ValueError, ref.ReferenceError) as e:
             record(f"c {src} --quantize-experts", False, str(e))
+    # --no-mmap reads the files into memory instead of mapping them: the same logits, bitwise
+    for name in ("fp8", "k25.int4", "bf16.mx"):
+        try:
+            d = ck.get(name)
+            ids = [int(v) for v in np.random.default_rng(8).integers(0, ref.Config(d).vocab_size, size=N_IDS)]
+            a = logits(ck.fr, d, ids, os.path.join(ck.w, "nm.map.f32"))
+            b = logits(ck.fr, d, ids, os.path.join(ck.w, "nm.read.f32"), ["--no-mmap"])
+            same = np.array_equal(a.astype(np.float32).view(np.uint32), b.astype(np.float32).view(np.uint32))
+            record(f"c {name} --no-mmap == mapped", same, "bitwise equal" if same else f"max |diff| {np.abs(a - b).max():.3e}")
+        except (tr.Fail, OSError, ValueError, ref.ReferenceError) as e:
+            record(f"c {name} --no-mmap", False, str(e))
 
 
 def info_and_files(ck):

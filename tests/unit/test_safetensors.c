@@ -272,23 +272,26 @@ static void test_sharded(void) {
     file_in(path, sizeof path, dir, "zz-junk.safetensors");
     CHECK(write_bytes(path, "junk", 4) == 0);
 
-    fr_st_set *set = NULL;
-    fr_status s = fr_st_open_dir(dir, &set, &err);
-    CHECK_MSG(s == FR_OK, "%s", err.msg);
-    if (!set) return;
-    CHECK(fr_st_count(set) == 5);
-    const char *order[] = {"model.layers.0.w", "model.norm", "model.layers.1.w", "lm_head", "lm_head.scale"};
-    for (size_t i = 0; i < 5; i++) {
-        const fr_st_tensor *t = fr_st_at(set, i);
-        CHECK(t && strcmp(t->name, order[i]) == 0);
-        if (!t) continue;
-        CHECK(fr_st_find(set, order[i]) == t);
-        CHECK_MSG(bytes_match(t, i), "%s: bytes differ", t->name);
-        CHECK(ends_with(t->file, i < 2 ? "/model-00001-of-00002.safetensors" : "/model-00002-of-00002.safetensors"));
+    /* mapped, and read into memory (--no-mmap): the same tensors and bytes */
+    for (int how = FR_ST_MAP; how <= FR_ST_READ; how++) {
+        fr_st_set *set = NULL;
+        fr_status s = fr_st_open_dir_how(dir, (fr_st_load)how, &set, &err);
+        CHECK_MSG(s == FR_OK, "%s", err.msg);
+        if (!set) return;
+        CHECK(fr_st_count(set) == 5);
+        const char *order[] = {"model.layers.0.w", "model.norm", "model.layers.1.w", "lm_head", "lm_head.scale"};
+        for (size_t i = 0; i < 5; i++) {
+            const fr_st_tensor *t = fr_st_at(set, i);
+            CHECK(t && strcmp(t->name, order[i]) == 0);
+            if (!t) continue;
+            CHECK(fr_st_find(set, order[i]) == t);
+            CHECK_MSG(bytes_match(t, i), "%s: bytes differ", t->name);
+            CHECK(ends_with(t->file, i < 2 ? "/model-00001-of-00002.safetensors" : "/model-00002-of-00002.safetensors"));
+        }
+        const fr_st_tensor *lm = fr_st_find(set, "lm_head");
+        CHECK(lm && lm->dtype == FR_DTYPE_F8_E4M3 && lm->nbytes == 15 && lm->shape[1] == 5);
+        fr_st_close(set);
     }
-    const fr_st_tensor *lm = fr_st_find(set, "lm_head");
-    CHECK(lm && lm->dtype == FR_DTYPE_F8_E4M3 && lm->nbytes == 15 && lm->shape[1] == 5);
-    fr_st_close(set);
 
     /* Index text itself. */
     char *text = NULL;
@@ -615,6 +618,10 @@ static void test_fuzz(void) {
     size_t hend = 8 + (size_t)good[0] + ((size_t)good[1] << 8);
     static const char alphabet[] = "{}[]\":,0123456789-.eE \\u";
     int ok = 0, bad = 0, other = 0;
+    /* odd iterations: the same file as a directory's model.safetensors, read into memory */
+    char dir[256], dpath[320];
+    mkdir_in(dir, sizeof dir, "fuzzdir");
+    file_in(dpath, sizeof dpath, dir, "model.safetensors");
     tp(path, sizeof path, "fuzz.safetensors");
     for (int it = 0; it < 2000; it++) {
         uint8_t b[4096];
@@ -630,9 +637,10 @@ static void test_fuzz(void) {
             }
         }
         if (rnd() % 4 == 0) len = (size_t)(rnd() % (n + 1));
-        CHECK(write_bytes(path, b, len) == 0);
+        const int read = it & 1;
+        CHECK(write_bytes(read ? dpath : path, b, len) == 0);
         fr_st_set *set = NULL;
-        fr_status s = fr_st_open_file(path, &set, &err);
+        fr_status s = read ? fr_st_open_dir_how(dir, FR_ST_READ, &set, &err) : fr_st_open_file(path, &set, &err);
         if (s == FR_OK) {
             ok++;
             unsigned sum = 0; /* touch every byte handed out */
@@ -645,7 +653,7 @@ static void test_fuzz(void) {
             fr_st_close(set);
         } else if (s == FR_ERR_FORMAT || s == FR_ERR_IO) {
             bad++;
-            if (set != NULL || !strstr(err.msg, "fuzz.safetensors")) other++;
+            if (set != NULL || !strstr(err.msg, read ? "model.safetensors" : "fuzz.safetensors")) other++;
         } else {
             other++;
         }
