@@ -17,7 +17,7 @@
  *       src/backend/cpu/matmul.c src/core/weight.c src/core/dtype.c src/core/mx.c -lm -o /tmp/bench_matmul
  *   /tmp/bench_matmul [GiB of weights, default 2] [threads, default 2] [timed passes, default 9]
  *
- * FR_ISA=portable|avx2|avx512 picks the path as in the engine. The machine may be
+ * FR_ISA=portable|avx2|avx512|avx512vnni picks the path as in the engine. The machine may be
  * shared: check that it is idle, and read the medians. Another process on one core
  * shows as a read bandwidth far below its usual value before or after a format, and
  * it hurts the 4-bit products most: each is a short parallel region (~0.3 ms), and

@@ -9,7 +9,8 @@
  * widened to f32 in registers: BF16 by a 16-bit shift, F16 by vcvtph2ps, FP8-E4M3
  * by re-biasing the byte into an IEEE half and vcvtph2ps, and the 4-bit formats
  * (MXFP4, INT4: core/mx.h) by a permute through a 16-entry table of their values.
- * Activations stay f32. FP8 rows accumulate each block_cols-wide segment on its own
+ * Activations stay f32, except where the CPU has AVX-512 VNNI: its 4-bit products round
+ * x to int8 per block and sum exact integers (the VNNI section below). FP8 rows accumulate each block_cols-wide segment on its own
  * and fold in that block's scale when the segment ends; 4-bit rows do the same per
  * 32-element group, four groups to a vector of partial sums, against an x that is
  * rearranged once per product to match the nibble order the kernel extracts (see
@@ -19,7 +20,8 @@
  * each (token, row) sum is formed in exactly the single-token order, so results do not
  * depend on batching. The transposed product keeps a strip
  * of output columns in registers while the rows stream past. Every kernel exists
- * three times - AVX-512 (F/BW/VL), AVX2+FMA+F16C and portable C - chosen per call
+ * three times - AVX-512 (F/BW/VL; the 4-bit ones a fourth time with VNNI+VBMI),
+ * AVX2+FMA+F16C and portable C - chosen per call
  * from fr_isa_active(); the x86 variants carry per-function target attributes so
  * the library itself builds for baseline x86-64, and elsewhere only the portable
  * path is compiled. */
