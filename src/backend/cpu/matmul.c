@@ -380,11 +380,20 @@ static AI T512 void mv_group512(fr_dtype dt, int R, const fr_weight *w, const fl
     for (int i = 0; i < R; i++) y[r0 + i] = _mm512_reduce_add_ps(tot[i]) * (f8 ? 256.0f : 1.0f);
 }
 
+/* The AVX-512 matvecs' walk over rows [r, r_end): groups of MV_ROWS_512, then of 4, then
+ * single rows; GROUP(R) runs the group of R rows at r. */
+#define MV_ROW_GROUPS_512(GROUP)                                                   \
+    do {                                                                           \
+        for (; r + MV_ROWS_512 <= r_end; r += MV_ROWS_512) GROUP(MV_ROWS_512);     \
+        for (; r + 4 <= r_end; r += 4) GROUP(4);                                   \
+        for (; r < r_end; r++) GROUP(1);                                           \
+    } while (0)
+
 static AI T512 void mv_range512_dt(fr_dtype dt, const fr_weight *w, const float *x, float *y, int64_t r,
                                    int64_t r_end) {
-    for (; r + MV_ROWS_512 <= r_end; r += MV_ROWS_512) mv_group512(dt, MV_ROWS_512, w, x, y, r);
-    for (; r + 4 <= r_end; r += 4) mv_group512(dt, 4, w, x, y, r);
-    for (; r < r_end; r++) mv_group512(dt, 1, w, x, y, r);
+#define MV_GROUP(R) mv_group512(dt, R, w, x, y, r)
+    MV_ROW_GROUPS_512(MV_GROUP);
+#undef MV_GROUP
 }
 
 /* A few tokens against the same rows: R <= 2 rows x NT <= 3 tokens (constants after inlining),
@@ -630,9 +639,9 @@ static AI T512 void mv_q4_group512(fr_dtype dt, int R, const fr_weight *w, const
 
 static AI T512 void mv_q4_range512(fr_dtype dt, const fr_weight *w, const float *xp, float *y, int64_t r,
                                    int64_t r_end) {
-    for (; r + MV_ROWS_512 <= r_end; r += MV_ROWS_512) mv_q4_group512(dt, MV_ROWS_512, w, xp, y, r);
-    for (; r + 4 <= r_end; r += 4) mv_q4_group512(dt, 4, w, xp, y, r);
-    for (; r < r_end; r++) mv_q4_group512(dt, 1, w, xp, y, r);
+#define Q4_GROUP(R) mv_q4_group512(dt, R, w, xp, y, r)
+    MV_ROW_GROUPS_512(Q4_GROUP);
+#undef Q4_GROUP
 }
 
 /* The 4-bit matvec for R <= 2 rows x NT <= 3 tokens: xp holds each token's x after
@@ -881,9 +890,9 @@ static AI T512V void mv_q8_group512(fr_dtype dt, int R, const fr_weight *w, cons
 
 static AI T512V void mv_q8_range512(fr_dtype dt, const fr_weight *w, const float *xp, float *y, int64_t r,
                                     int64_t r_end) {
-    for (; r + MV_ROWS_512 <= r_end; r += MV_ROWS_512) mv_q8_group512(dt, MV_ROWS_512, w, xp, y, r);
-    for (; r + 4 <= r_end; r += 4) mv_q8_group512(dt, 4, w, xp, y, r);
-    for (; r < r_end; r++) mv_q8_group512(dt, 1, w, xp, y, r);
+#define Q8_GROUP(R) mv_q8_group512(dt, R, w, xp, y, r)
+    MV_ROW_GROUPS_512(Q8_GROUP);
+#undef Q8_GROUP
 }
 
 /* R <= 2 rows x NT <= 4 tokens, xp holding each token's q8_prep_x ldx floats apart;
