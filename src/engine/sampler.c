@@ -60,13 +60,11 @@ static int by_prob_desc(const void *a, const void *b) {
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int32_t argmax(const float *v, int64_t n) { return fr_argmax_f32(v, n); }
-
 int32_t fr_sampler_sample(fr_sampler *s, const float *logits) {
     const int64_t V = s->vocab;
-    if (s->p.temperature == 0.0f || s->p.top_k == 1) return argmax(logits, V);
+    if (s->p.temperature == 0.0f || s->p.top_k == 1) return fr_argmax_f32(logits, V);
     /* softmax(logits / T), stable */
-    float mx = logits[argmax(logits, V)];
+    float mx = logits[fr_argmax_f32(logits, V)];
     double sum = 0.0;
     for (int64_t i = 0; i < V; i++) {
         float e = expf((logits[i] - mx) / s->p.temperature);
